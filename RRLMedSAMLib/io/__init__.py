@@ -1,0 +1,1 @@
+"""Reading, validating and atomically writing volumes, label tables and run files."""

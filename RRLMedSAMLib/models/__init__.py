@@ -1,0 +1,1 @@
+"""Networks, one box of the method per file (see docs/method.md)."""
