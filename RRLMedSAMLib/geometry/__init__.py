@@ -1,0 +1,1 @@
+"""Physical geometry: the networks' working grid, affine pre-alignment, deformation fields."""

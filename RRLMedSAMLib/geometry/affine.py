@@ -1,0 +1,115 @@
+"""Affine pre-alignment of a scan to the atlas (SimpleITK, Mattes mutual information).
+
+The returned transform maps atlas-space points to scan points (SimpleITK's fixed->moving
+convention with the atlas as fixed image), which is what resampling a scan onto the atlas's
+working grid needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity
+
+
+def _normalized(image: sitk.Image) -> sitk.Image:
+    array = normalize_intensity(sitk.GetArrayFromImage(image))
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(image)
+    return result
+
+
+def _register(
+    fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, iterations: int, seed: int
+) -> tuple[sitk.Transform, float]:
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.15, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    transform = method.Execute(fixed, moving)
+    return transform, float(method.GetMetricValue())
+
+
+def prealign_to_atlas(
+    atlas_image: sitk.Image, scan: sitk.Image, grid: WorkingGrid, iterations: int = 100, seed: int = 0
+) -> sitk.AffineTransform:
+    """Affine transform ``T`` with ``T(atlas point) = scan point``.
+
+    Both images are first resampled at the working-grid resolution (the atlas on the working grid
+    itself, the scan on its own axes) to keep this fast. A moments-based centring starts a rigid
+    stage (tried from a few initial rotations about the atlas's centre, the best metric wins), which
+    then seeds a full affine stage.
+    """
+    atlas = sitk.Resample(atlas_image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    atlas = _normalized(atlas)
+    scan_small = _normalized(_downsample(scan, grid.spacing_mm))
+
+    best: tuple[sitk.Transform, float] | None = None
+    for angles in ((0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, 0.0, -np.pi / 2), (np.pi, 0.0, 0.0)):
+        rigid = sitk.CenteredTransformInitializer(
+            atlas, scan_small, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+        rigid = sitk.Euler3DTransform(rigid)
+        rigid.SetRotation(*angles)
+        candidate = _register(atlas, scan_small, rigid, iterations, seed)
+        if best is None or candidate[1] < best[1]:
+            best = candidate
+        if angles == (0.0, 0.0, 0.0) and candidate[1] < -0.5:
+            break
+    assert best is not None
+    affine_result, _ = _register(atlas, scan_small, as_affine(best[0]), iterations, seed)
+    return as_affine(affine_result)
+
+
+def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """Flatten a (composite of one) rigid/similarity/affine transform into an AffineTransform."""
+    if transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        transform = composite.GetNthTransform(composite.GetNumberOfTransforms() - 1)
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(transform.GetMatrix())
+    affine.SetTranslation(transform.GetTranslation())
+    affine.SetCenter(transform.GetCenter())
+    return affine
+
+
+def _downsample(image: sitk.Image, target_mm: float) -> sitk.Image:
+    """Resample ``image`` on its own axes to about ``target_mm`` voxels (never upsample)."""
+    spacing = np.array(image.GetSpacing())
+    new_spacing = np.maximum(spacing, target_mm)
+    if np.allclose(new_spacing, spacing):
+        return sitk.Cast(image, sitk.sitkFloat32)
+    size = np.maximum(np.round(np.array(image.GetSize()) * spacing / new_spacing), 2).astype(int)
+    smoothed = sitk.SmoothingRecursiveGaussian(image, float(target_mm) / 2.0)
+    return sitk.Resample(
+        smoothed, [int(s) for s in size], sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+        new_spacing.tolist(), image.GetDirection(), 0.0, sitk.sitkFloat32,
+    )
+
+
+def affine_to_dict(transform: sitk.AffineTransform) -> dict:
+    """JSON-serialisable form of an affine transform (matrix, translation, centre; LPS mm)."""
+    return {
+        "matrix": list(transform.GetMatrix()),
+        "translation": list(transform.GetTranslation()),
+        "center": list(transform.GetCenter()),
+    }
+
+
+def affine_from_dict(data: dict) -> sitk.AffineTransform:
+    """Inverse of :func:`affine_to_dict`."""
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix([float(v) for v in data["matrix"]])
+    transform.SetTranslation([float(v) for v in data["translation"]])
+    transform.SetCenter([float(v) for v in data["center"]])
+    return transform

@@ -1,0 +1,118 @@
+"""Deformation fields in ITK/Slicer convention, and mapping working-grid results to a scan.
+
+Convention of every field written here: a displacement ``u`` in physical LPS millimetres, stored
+on the scan's own grid, in the *resampling* direction: for a point ``x`` of the scan,
+``x + u(x)`` is the matching atlas point. Slicer reads such a file as a grid transform that is
+the transform's FromParent; SimpleITK reads it with ``DisplacementFieldTransform``.
+
+The network's displacement lives on the working grid, in voxel units, channels ``(dz, dy, dx)``
+matching the tensor axes ``(D, H, W)``. The complete atlas<->scan correspondence composes it with
+the affine pre-alignment ``T`` (atlas point -> scan point):
+
+    y = T^-1(x),   atlas point = y + U(y),   u(x) = T^-1(x) + U(T^-1(x)) - x
+
+where ``U`` is the network displacement converted to millimetres.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import SimpleITK as sitk
+
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid
+from RRLMedSAMLib.io.atomic import atomic_path
+
+
+def voxel_ddf_to_mm(ddf_zyx: np.ndarray, grid: WorkingGrid) -> np.ndarray:
+    """Network displacement ``(3, D, H, W)`` in voxels ``(dz, dy, dx)`` -> ``(D, H, W, 3)`` LPS mm ``(x, y, z)``."""
+    index_xyz = np.stack([ddf_zyx[2], ddf_zyx[1], ddf_zyx[0]], axis=-1).astype(np.float64)
+    direction = np.asarray(grid.direction).reshape(3, 3)
+    return index_xyz @ (direction * grid.spacing_mm).T
+
+
+def grid_vector_image(vectors: np.ndarray, grid: WorkingGrid) -> sitk.Image:
+    """Wrap a ``(D, H, W, 3)`` array as a float64 vector image on the working grid."""
+    image = sitk.GetImageFromArray(vectors.astype(np.float64), isVector=True)
+    image.SetSpacing([grid.spacing_mm] * 3)
+    image.SetOrigin(grid.origin_xyz)
+    image.SetDirection(grid.direction)
+    return image
+
+
+def compose_scan_displacement(
+    scan_reference: sitk.Image, atlas_to_scan: sitk.Transform, grid: WorkingGrid, ddf_zyx: np.ndarray
+) -> sitk.Image:
+    """The complete atlas<->scan field on the scan's grid (vector float64, LPS mm).
+
+    Args:
+        scan_reference: any image on the scan's grid (only its geometry is used).
+        atlas_to_scan: the affine pre-alignment (atlas point -> scan point).
+        grid: the working grid the network ran on.
+        ddf_zyx: network displacement ``(3, D, H, W)`` in working-grid voxels.
+
+    Beyond the working grid the network displacement is extended by its nearest value.
+    """
+    scan_to_atlas = atlas_to_scan.GetInverse()
+    affine_part = sitk.TransformToDisplacementField(
+        scan_to_atlas,
+        sitk.sitkVectorFloat64,
+        scan_reference.GetSize(),
+        scan_reference.GetOrigin(),
+        scan_reference.GetSpacing(),
+        scan_reference.GetDirection(),
+    )
+    network_field = grid_vector_image(voxel_ddf_to_mm(ddf_zyx, grid), grid)
+    network_part = sitk.Resample(
+        network_field, scan_reference, scan_to_atlas, sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
+    )
+    return affine_part + network_part
+
+
+def warp_atlas_to_scan(atlas: sitk.Image, displacement: sitk.Image, is_label: bool) -> sitk.Image:
+    """Resample an atlas image or label onto the displacement field's (scan) grid through it."""
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(displacement, sitk.sitkVectorFloat64))
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    return sitk.Resample(atlas, displacement, transform, interpolator, 0, atlas.GetPixelID())
+
+
+def folding_fraction(displacement: sitk.Image) -> float:
+    """Fraction of voxels where the mapping ``x -> x + u(x)`` folds (Jacobian determinant <= 0)."""
+    jacobian = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(displacement))
+    return float((jacobian <= 0).mean())
+
+
+def write_displacement_field(displacement: sitk.Image, path: str | os.PathLike) -> None:
+    """Write the field as float32 vectors, atomically (NRRD keeps ``space: left-posterior-superior``)."""
+    with atomic_path(path) as temp:
+        sitk.WriteImage(sitk.Cast(displacement, sitk.sitkVectorFloat32), str(temp), True)
+
+
+def map_probabilities_to_scan(
+    probabilities: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image, atlas_to_scan: sitk.Transform
+) -> np.ndarray:
+    """Class index per scan voxel from working-grid probabilities ``(K, D, H, W)``.
+
+    Each class map is resampled (linearly) through the pre-alignment onto the scan grid and the
+    running maximum kept, so memory stays at two scan-sized arrays whatever ``K`` is. Outside the
+    working grid every voxel is background (class 0). Returns a ``(z, y, x)`` uint16 array.
+    """
+    scan_to_atlas = atlas_to_scan.GetInverse()
+    reference = grid.reference_image()
+    best_value = best_class = None
+    for index, class_map in enumerate(probabilities):
+        image = sitk.GetImageFromArray(class_map.astype(np.float32))
+        image.CopyInformation(reference)
+        outside = 1.0 if index == 0 else 0.0
+        sampled = sitk.GetArrayFromImage(
+            sitk.Resample(image, scan_reference, scan_to_atlas, sitk.sitkLinear, outside, sitk.sitkFloat32)
+        )
+        if best_value is None:
+            best_value, best_class = sampled, np.zeros(sampled.shape, np.uint16)
+        else:
+            better = sampled > best_value
+            best_value = np.where(better, sampled, best_value)
+            best_class[better] = index
+    assert best_class is not None
+    return best_class

@@ -1,0 +1,1 @@
+"""Training: presets, data preparation, stages, checkpoints."""

@@ -1,0 +1,156 @@
+"""Training data preparation: validate inputs, choose the working grid, pre-align every scan.
+
+The result (all volumes on the working grid, intensities in [0, 1], and each scan's affine) is
+cached in the run folder so that a resumed training does not redo it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.geometry.affine import affine_from_dict, affine_to_dict, prealign_to_atlas
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.io.atomic import atomic_path
+from RRLMedSAMLib.io.volumes import check_atlas_label, fit_label_to_image, read_label, read_scan, volume_stem
+from RRLMedSAMLib.progress import ProgressReporter
+
+
+@dataclass
+class Atlas:
+    """The validated atlas: image, its label on the image grid, and the ids present (sorted)."""
+
+    image: sitk.Image
+    label: sitk.Image
+    label_ids: list[int]
+
+
+@dataclass
+class PreparedData:
+    """Everything the networks train on, on the working grid (arrays are ``(D, H, W)``)."""
+
+    grid: WorkingGrid
+    label_ids: list[int]
+    atlas_image: np.ndarray
+    atlas_classes: np.ndarray
+    scans: np.ndarray
+    scan_names: list[str]
+    affines: list[dict]
+
+    @property
+    def num_classes(self) -> int:
+        """Background plus one class per atlas label id."""
+        return len(self.label_ids) + 1
+
+
+def read_atlas(image_path: str | os.PathLike, label_path: str | os.PathLike) -> Atlas:
+    """Read and validate the atlas image and label (same grid, integer ids, not empty)."""
+    image = read_scan(image_path, "Atlas image")
+    label = fit_label_to_image(read_label(label_path, "Atlas label"), image, label_path)
+    check_atlas_label(label, label_path)
+    ids = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(label)) if v != 0]
+    return Atlas(image, label, ids)
+
+
+def labels_to_classes(label: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """Map label ids to class indices (0 = background, ``k`` = ``label_ids[k-1]``; unknown ids -> 0)."""
+    lookup = np.zeros(int(max(label.max(), max(label_ids))) + 1, dtype=np.int64)
+    lookup[np.asarray(label_ids)] = np.arange(1, len(label_ids) + 1)
+    return lookup[label.astype(np.int64)]
+
+
+def classes_to_labels(classes: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`labels_to_classes` (uint16 ids)."""
+    lookup = np.concatenate([[0], np.asarray(label_ids)]).astype(np.uint16)
+    return lookup[classes]
+
+
+def check_scan_paths(paths: Sequence[str | os.PathLike]) -> None:
+    """Reject an empty list and duplicate scan names (results are written per name)."""
+    if not paths:
+        raise InputError("No unlabelled scans given; pass at least one with --images.")
+    names = [volume_stem(p) for p in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"Several scans share the name {duplicates[0]!r}; give every scan a distinct file name.")
+
+
+def prepare_training_data(
+    atlas: Atlas,
+    scans: Sequence[sitk.Image],
+    scan_names: Sequence[str],
+    grid_size: int,
+    divisor: int,
+    affine_iterations: int,
+    seed: int,
+    progress: ProgressReporter,
+) -> PreparedData:
+    """Working grid from the atlas; every (validated) scan pre-aligned and resampled onto it."""
+    grid = make_working_grid(atlas.label, grid_size, divisor=divisor)
+    atlas_image = normalize_intensity(resample_to_grid(atlas.image, grid))
+    atlas_classes = labels_to_classes(resample_to_grid(atlas.label, grid, is_label=True), atlas.label_ids)
+    progress.start_stage("prealign", len(scans), "affine pre-alignment of every scan to the atlas")
+    volumes, affines = [], []
+    for index, scan in enumerate(scans):
+        transform = prealign_to_atlas(atlas.image, scan, grid, iterations=affine_iterations, seed=seed)
+        affines.append(affine_to_dict(transform))
+        volumes.append(normalize_intensity(resample_to_grid(scan, grid, transform)))
+        progress.update(index + 1, message=f"pre-aligned {scan_names[index]}")
+    progress.end_stage()
+    return PreparedData(
+        grid=grid,
+        label_ids=atlas.label_ids,
+        atlas_image=atlas_image,
+        atlas_classes=atlas_classes.astype(np.int64),
+        scans=np.stack(volumes),
+        scan_names=list(scan_names),
+        affines=affines,
+    )
+
+
+def save_prepared(data: PreparedData, path: str | os.PathLike) -> None:
+    """Cache prepared data (safetensors + JSON metadata), atomically."""
+    tensors = {
+        "atlas_image": torch.from_numpy(data.atlas_image),
+        "atlas_classes": torch.from_numpy(data.atlas_classes.astype(np.int64)),
+        "scans": torch.from_numpy(data.scans),
+    }
+    metadata = {
+        "grid": json.dumps(data.grid.to_dict()),
+        "label_ids": json.dumps(data.label_ids),
+        "scan_names": json.dumps(data.scan_names),
+        "affines": json.dumps(data.affines),
+    }
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+
+
+def load_prepared(path: str | os.PathLike) -> PreparedData:
+    """Read data written by :func:`save_prepared`."""
+    with safe_open(str(Path(path)), framework="pt", device="cpu") as handle:
+        meta = handle.metadata()
+        arrays = {key: handle.get_tensor(key).numpy() for key in handle.keys()}
+    return PreparedData(
+        grid=WorkingGrid.from_dict(json.loads(meta["grid"])),
+        label_ids=json.loads(meta["label_ids"]),
+        atlas_image=arrays["atlas_image"],
+        atlas_classes=arrays["atlas_classes"],
+        scans=arrays["scans"],
+        scan_names=json.loads(meta["scan_names"]),
+        affines=json.loads(meta["affines"]),
+    )
+
+
+def affine_of(data: PreparedData, index: int) -> sitk.AffineTransform:
+    """The pre-alignment (atlas point -> scan point) of scan ``index``."""
+    return affine_from_dict(data.affines[index])

@@ -1,0 +1,70 @@
+"""Training presets: how big the working grid and networks are and how long each stage runs.
+
+``tiny`` is for tests (seconds on a laptop), ``fast`` for the CPU demo, ``standard`` and ``full``
+for real work (GPU recommended for ``full``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from RRLMedSAMLib.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Resolved training settings (all sizes in voxels of the working grid).
+
+    Attributes:
+        grid_size: voxels along the working grid's longest side.
+        channels: encoder channels per level (finest first).
+        registration_steps: optimiser steps of unsupervised registration training.
+        segmentation_steps: optimiser steps of segmentation training on pseudo labels.
+        learning_rate: Adam learning rate of both stages.
+        ncc_kernel: window (voxels) of the local normalised cross-correlation.
+        smoothness_weight: weight of the displacement-gradient (diffusion) penalty.
+        diffeomorphic: predict a velocity field integrated by scaling and squaring.
+        checkpoint_every: steps between checkpoints (also written at stage ends and on interrupt).
+        affine_iterations: optimiser iterations per level of the affine pre-alignment.
+    """
+
+    name: str
+    grid_size: int
+    channels: tuple[int, ...]
+    registration_steps: int
+    segmentation_steps: int
+    learning_rate: float = 1e-3
+    ncc_kernel: int = 7
+    smoothness_weight: float = 1.0
+    diffeomorphic: bool = True
+    checkpoint_every: int = 25
+    affine_iterations: int = 100
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preset":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["channels"] = tuple(values["channels"])
+        return cls(**values)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", grid_size=32, channels=(4, 8, 8, 16, 16), registration_steps=12, segmentation_steps=12,
+                   ncc_kernel=5, checkpoint_every=4, affine_iterations=20),
+    "fast": Preset("fast", grid_size=64, channels=(8, 16, 32, 64, 64), registration_steps=300, segmentation_steps=300),
+    "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
+                       segmentation_steps=1500, checkpoint_every=50),
+    "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
+                   segmentation_steps=5000, ncc_kernel=9, checkpoint_every=100),
+}
+
+
+def get_preset(name: str, **overrides: object) -> Preset:
+    """The named preset with ``overrides`` (``None`` values ignored) applied."""
+    if name not in PRESETS:
+        raise InputError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[name], **changes)

@@ -1,0 +1,96 @@
+"""Unsupervised registration training between the atlas and the scans, in both directions.
+
+Loss per pair: local normalised cross-correlation between the warped moving and the fixed volume,
+plus a diffusion (displacement-gradient) penalty. Each step uses one scan in both directions
+(atlas->scan and scan->atlas) as a batch of two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
+
+from RRLMedSAMLib.models.registration_network import RegistrationNetwork
+from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
+from RRLMedSAMLib.training.prepare import PreparedData
+from RRLMedSAMLib.training.presets import Preset
+from RRLMedSAMLib.training.stage_runner import StepResult
+
+
+class RegistrationObjective(torch.nn.Module):
+    """``loss = LNCC(warp(moving, ddf), fixed) + w * diffusion(ddf)``; returns ``(loss, parts)``."""
+
+    def __init__(self, ncc_kernel: int, smoothness_weight: float) -> None:
+        super().__init__()
+        self.similarity = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_kernel)
+        self.smoothness = DiffusionLoss()
+        self.warp = SpatialTransformer()
+        self.smoothness_weight = smoothness_weight
+
+    def forward(
+        self, moving: torch.Tensor, fixed: torch.Tensor, ddf: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        similarity = self.similarity(self.warp(moving, ddf), fixed)
+        smoothness = self.smoothness(ddf)
+        loss = similarity + self.smoothness_weight * smoothness
+        return loss, {"ncc": float(-similarity.detach()), "smooth": float(smoothness.detach())}
+
+
+def registration_pair(data: PreparedData, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(moving, fixed)`` batches ``(2, 1, D, H, W)``: atlas->scan ``index`` and scan->atlas."""
+    atlas = torch.from_numpy(data.atlas_image)[None, None]
+    scan = torch.from_numpy(data.scans[index])[None, None]
+    return torch.cat([atlas, scan]).to(device), torch.cat([scan, atlas]).to(device)
+
+
+def make_registration_step(
+    network: RegistrationNetwork,
+    optimizer: torch.optim.Optimizer,
+    data: PreparedData,
+    preset: Preset,
+    device: torch.device,
+):
+    """The per-step function for :func:`~RRLMedSAMLib.training.stage_runner.run_stage`."""
+    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+
+    def step(step_index: int, rng: np.random.Generator) -> StepResult:
+        moving, fixed = registration_pair(data, int(rng.integers(len(data.scans))), device)
+        ddf, _ = network(moving, fixed)
+        loss, parts = objective(moving, fixed, ddf)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"registration": float(loss.detach()), **parts}, None
+
+    return step
+
+
+@torch.no_grad()
+def atlas_to_scan_displacement(
+    network: RegistrationNetwork, data: PreparedData, scan: np.ndarray, device: torch.device
+) -> torch.Tensor:
+    """Displacement ``(1, 3, D, H, W)`` (voxels) warping the atlas onto ``scan`` (both on the working grid)."""
+    network.eval()
+    atlas = torch.from_numpy(data.atlas_image)[None, None].to(device)
+    ddf, _ = network(atlas, torch.from_numpy(scan)[None, None].to(device))
+    return ddf
+
+
+@torch.no_grad()
+def warp_classes(classes: np.ndarray, num_classes: int, ddf: torch.Tensor) -> np.ndarray:
+    """Warp a class map ``(D, H, W)`` by ``ddf`` via its one-hot encoding (smooth boundaries) -> argmax."""
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(classes).long(), num_classes)
+    one_hot = one_hot.permute(3, 0, 1, 2)[None].float().to(ddf.device)
+    warped = SpatialTransformer()(one_hot, ddf)
+    return warped.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+
+
+def make_pseudo_labels(network: RegistrationNetwork, data: PreparedData, device: torch.device) -> np.ndarray:
+    """The atlas label warped onto every scan: class maps ``(N, D, H, W)``."""
+    return np.stack(
+        [
+            warp_classes(data.atlas_classes, data.num_classes, atlas_to_scan_displacement(network, data, scan, device))
+            for scan in data.scans
+        ]
+    )
