@@ -82,9 +82,14 @@ def palette_color(label_id: int) -> tuple[int, int, int]:
     return (int(round(r * 255)), int(round(g * 255)), int(round(b * 255)))
 
 
-def default_entry(label_id: int) -> LabelEntry:
-    """Name and colour for an id with no other source: FreeSurfer aseg, else ``Label <id>``."""
-    if label_id in FREESURFER_ASEG:
+def looks_like_aseg(label_ids: list[int]) -> bool:
+    """True for a FreeSurfer-style brain labelmap: several ids, all of them aseg ids."""
+    return len(label_ids) >= 4 and all(i in FREESURFER_ASEG for i in label_ids)
+
+
+def default_entry(label_id: int, aseg: bool = True) -> LabelEntry:
+    """Name and colour for an id with no other source: FreeSurfer aseg (if ``aseg``), else ``Label <id>``."""
+    if aseg and label_id in FREESURFER_ASEG:
         name, color = FREESURFER_ASEG[label_id]
         return LabelEntry(label_id, name, color)
     return LabelEntry(label_id, f"Label {label_id}", palette_color(label_id))
@@ -144,8 +149,8 @@ def build_label_table(
 ) -> list[LabelEntry]:
     """Label table for every non-zero id present in the atlas label.
 
-    ``table_path`` (or a ``labels.csv`` / ``<stem>.csv`` beside the label) wins; then a ``.seg.nrrd``
-    header; then :func:`default_entry`.
+    ``table_path`` wins; then a ``.seg.nrrd`` header; then :func:`default_entry` (FreeSurfer names
+    only when every id is an aseg id, see :func:`looks_like_aseg`).
     """
     ids = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(label)) if v != 0]
     known: dict[int, LabelEntry] = {}
@@ -154,4 +159,5 @@ def build_label_table(
         known.update(entries_from_seg_nrrd_header(raw))
     if table_path is not None:
         known.update({e.id: e for e in read_label_table(table_path)})
-    return [known.get(i, default_entry(i)) for i in ids]
+    aseg = looks_like_aseg(ids)
+    return [known.get(i, default_entry(i, aseg)) for i in ids]

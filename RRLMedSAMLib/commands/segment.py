@@ -1,0 +1,38 @@
+"""``rrlmedsam segment``: apply a trained run to scans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
+from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.training.prepare import check_scan_paths
+
+HELP = "Segment scans with a trained run: segmentation, deformation field, warped atlas, QC per scan."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="run folder written by 'rrlmedsam train'")
+    parser.add_argument("--image", required=True, nargs="+", type=Path, help="scans to segment")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scan)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_scan_paths(args.image)
+    device = resolve_device(args.device)
+    model = load_trained_model(args.model, device)
+    for path in args.image:
+        read_scan(path, "Image")
+    ensure_writable_folder(args.out)
+    progress = ProgressReporter()
+    progress.start_stage("segment", len(args.image), f"segmenting {len(args.image)} scan(s)")
+    for index, path in enumerate(args.image):
+        folder = segment_scan(model, path, args.out)
+        progress.update(index + 1, message=f"{volume_stem(path)} -> {folder}")
+        print(f"{volume_stem(path)}: {folder}")
+    progress.done()
+    return 0
