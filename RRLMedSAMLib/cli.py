@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import signal
 import sys
 from types import ModuleType
@@ -16,13 +17,15 @@ from types import ModuleType
 from RRLMedSAMLib import __version__
 from RRLMedSAMLib.errors import CancelledError, InputError
 
+#: Sub-command -> (module in RRLMedSAMLib.commands, one-line help). Only the module of the command
+#: being run is imported, so ``--help`` and argument errors answer without loading torch.
 COMMANDS = {
-    "train": "train",
-    "segment": "segment",
-    "evaluate": "evaluate",
-    "make-brain-dataset": "make_brain_dataset",
-    "demo": "demo",
-    "bench": "bench",
+    "train": ("train", "Train on one annotated atlas plus unlabelled scans; writes a run folder for 'segment'."),
+    "segment": ("segment", "Segment scans with a trained run: segmentation, deformation field, warped atlas, QC per scan."),
+    "evaluate": ("evaluate", "Score predicted labelmaps against reference labels: Dice and HD95 per label."),
+    "make-brain-dataset": ("make_brain_dataset", "Build a T1-like brain dataset (synthetic contrast, real anatomy) from label maps."),
+    "demo": ("demo", "Run the one-shot demo on the embedded sample data (train, segment, evaluate, report)."),
+    "bench": ("bench", "Run methods side by side on a dataset folder: accuracy, speed and memory."),
 }
 
 EXIT_INPUT_ERROR = 2
@@ -38,19 +41,24 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available sub-command."""
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``selected``'s module is imported (none when ``None``)."""
     parser = argparse.ArgumentParser(
         prog="rrlmedsam",
         description="One-shot 3D segmentation: learn from one annotated atlas, segment scans of the same kind.",
     )
     parser.add_argument("--version", action="version", version=f"rrlmedsam {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, module_name in COMMANDS.items():
+    for command, (module_name, summary) in COMMANDS.items():
+        if importlib.util.find_spec(f"RRLMedSAMLib.commands.{module_name}") is None:
+            continue
+        if command != selected:
+            subparsers.add_parser(command, help=summary, description=summary)
+            continue
         module = _load(module_name)
         if module is None:
             continue
-        sub = subparsers.add_parser(command, help=module.HELP, description=module.HELP)
+        sub = subparsers.add_parser(command, help=summary, description=module.__doc__ or summary)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
     return parser
@@ -62,7 +70,9 @@ def _raise_cancel(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the sub-command; return the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

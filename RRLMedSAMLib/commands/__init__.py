@@ -1,1 +1,1 @@
-"""One module per sub-command; each defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+"""One module per sub-command; each defines ``add_arguments(parser)`` and ``run(args) -> int``; its docstring is the help page."""

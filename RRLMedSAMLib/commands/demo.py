@@ -26,7 +26,6 @@ from RRLMedSAMLib.training.presets import PRESETS
 from RRLMedSAMLib.training.run_folder import RunFolder
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
-HELP = "Run the one-shot demo on the embedded sample data (train, segment, evaluate, report)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

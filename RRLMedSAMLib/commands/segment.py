@@ -11,7 +11,6 @@ from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
 from RRLMedSAMLib.training.prepare import check_scan_paths
 
-HELP = "Segment scans with a trained run: segmentation, deformation field, warped atlas, QC per scan."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

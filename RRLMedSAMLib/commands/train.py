@@ -9,7 +9,6 @@ from RRLMedSAMLib.training.device import DEVICE_CHOICES
 from RRLMedSAMLib.training.presets import PRESETS
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
-HELP = "Train on one annotated atlas plus unlabelled scans; writes a run folder for 'segment'."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,11 @@ import SimpleITK as sitk
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity
 
 
+#: Initial rotations (Euler angles, radians) tried before the rigid stage: none, +-90 degrees about
+#: the superior axis, and 180 degrees about the left-right axis (scans stored upside down).
+INITIAL_ROTATIONS = ((0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, 0.0, -np.pi / 2), (np.pi, 0.0, 0.0))
+
+
 def _normalized(image: sitk.Image) -> sitk.Image:
     array = normalize_intensity(sitk.GetArrayFromImage(image))
     result = sitk.GetImageFromArray(array)
@@ -21,23 +26,33 @@ def _normalized(image: sitk.Image) -> sitk.Image:
 
 
 def _register(
-    fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, iterations: int, seed: int
+    fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, iterations: int, seed: int,
+    shrink_factors: tuple[int, ...] = (4, 2, 1),
 ) -> tuple[sitk.Transform, float]:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingStrategy(method.REGULAR)
     method.SetMetricSamplingPercentage(0.15, seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
     )
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SetShrinkFactorsPerLevel(list(shrink_factors))
+    method.SetSmoothingSigmasPerLevel([f / 2.0 if f > 1 else 0.0 for f in shrink_factors])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
-    transform = method.Execute(fixed, moving)
+    transform = _unwrap(method.Execute(fixed, moving))
     return transform, float(method.GetMetricValue())
+
+
+def _unwrap(transform: sitk.Transform) -> sitk.Transform:
+    """The single concrete transform inside a registration result (which may be a composite)."""
+    while transform.GetName() == "CompositeTransform":
+        composite = sitk.CompositeTransform(transform)
+        transform = composite.GetNthTransform(composite.GetNumberOfTransforms() - 1)
+    concrete = {"Euler3DTransform": sitk.Euler3DTransform, "AffineTransform": sitk.AffineTransform}
+    return concrete[transform.GetName()](transform) if transform.GetName() in concrete else transform
 
 
 def prealign_to_atlas(
@@ -47,35 +62,39 @@ def prealign_to_atlas(
 
     Both images are first resampled at the working-grid resolution (the atlas on the working grid
     itself, the scan on its own axes) to keep this fast. A moments-based centring starts a rigid
-    stage (tried from a few initial rotations about the atlas's centre, the best metric wins), which
-    then seeds a full affine stage.
+    stage; a few initial rotations about the atlas's centre are tried at the coarsest level only
+    and the best metric wins; the rigid result then seeds a full multi-resolution affine stage.
     """
     atlas = sitk.Resample(atlas_image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     atlas = _normalized(atlas)
     scan_small = _normalized(_downsample(scan, grid.spacing_mm))
 
-    best: tuple[sitk.Transform, float] | None = None
-    for angles in ((0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, 0.0, -np.pi / 2), (np.pi, 0.0, 0.0)):
-        rigid = sitk.CenteredTransformInitializer(
-            atlas, scan_small, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    candidates = []
+    for angles in INITIAL_ROTATIONS:
+        rigid = sitk.Euler3DTransform(
+            sitk.CenteredTransformInitializer(
+                atlas, scan_small, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+            )
         )
-        rigid = sitk.Euler3DTransform(rigid)
         rigid.SetRotation(*angles)
-        candidate = _register(atlas, scan_small, rigid, iterations, seed)
-        if best is None or candidate[1] < best[1]:
-            best = candidate
-        if angles == (0.0, 0.0, 0.0) and candidate[1] < -0.5:
-            break
-    assert best is not None
-    affine_result, _ = _register(atlas, scan_small, as_affine(best[0]), iterations, seed)
+        transform, metric = _register(atlas, scan_small, rigid, max(iterations // 3, 10), seed, shrink_factors=(4,))
+        candidates.append((metric, transform))
+    coarse = _preferred_start(candidates)
+    rigid_result, _ = _register(atlas, scan_small, coarse, iterations, seed, shrink_factors=(2, 1))
+    affine_result, _ = _register(atlas, scan_small, as_affine(rigid_result), iterations, seed)
     return as_affine(affine_result)
+
+
+def _preferred_start(candidates: list[tuple[float, sitk.Transform]]) -> sitk.Transform:
+    """The unrotated start unless another start's metric (lower is better) beats it by 10 %."""
+    unrotated_metric, unrotated = candidates[0]
+    metric, transform = min(candidates, key=lambda item: item[0])
+    return transform if metric < unrotated_metric - 0.1 * abs(unrotated_metric) else unrotated
 
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     """Flatten a (composite of one) rigid/similarity/affine transform into an AffineTransform."""
-    if transform.GetName() == "CompositeTransform":
-        composite = sitk.CompositeTransform(transform)
-        transform = composite.GetNthTransform(composite.GetNumberOfTransforms() - 1)
+    transform = _unwrap(transform)
     affine = sitk.AffineTransform(3)
     affine.SetMatrix(transform.GetMatrix())
     affine.SetTranslation(transform.GetTranslation())

@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
@@ -28,6 +37,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=suffix, dir=target.parent)
     os.close(handle)
     temp = Path(temp_name)
+    os.chmod(temp, 0o666 & ~_UMASK)
     try:
         yield temp
         os.replace(temp, target)
@@ -46,6 +56,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(temp, 0o777 & ~_UMASK)
     try:
         yield temp
         if target.exists():

@@ -1,0 +1,1 @@
+"""Data preparation: synthetic-contrast brain datasets, the prostate dataset, the standard dataset layout."""
