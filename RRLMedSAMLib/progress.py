@@ -59,6 +59,8 @@ class ProgressReporter:
         self.min_interval_s = min_interval_s
         self._stage = ""
         self._total = 0
+        self._step = 0
+        self._done_at_start = 0
         self._start = time.monotonic()
         self._last_emit = 0.0
         self._bar: Any = None
@@ -68,6 +70,7 @@ class ProgressReporter:
         """Begin ``stage`` with ``total`` steps (``done`` already finished, e.g. after resume)."""
         self._close_bar()
         self._stage, self._total, self._start = stage, int(total), time.monotonic()
+        self._step = int(done)
         self._done_at_start = int(done)
         if self.show_bar:
             from tqdm import tqdm
@@ -79,6 +82,7 @@ class ProgressReporter:
         self, step: int, losses: dict[str, float] | None = None, dice: float | None = None, message: str = ""
     ) -> None:
         """Report that ``step`` of the current stage's steps are done."""
+        self._step = int(step)
         elapsed = time.monotonic() - self._start
         rate_steps = step - self._done_at_start
         eta = elapsed / rate_steps * (self._total - step) if rate_steps > 0 else None
@@ -117,6 +121,7 @@ class ProgressReporter:
             return
         self._last_emit = now
         event = {"stage": self._stage, "total": self._total, "elapsed_s": round(now - self._start, 3)} | fields
+        event.setdefault("step", self._step)
         event.setdefault("losses", {})
         event.setdefault("dice", None)
         event.setdefault("eta_s", None)

@@ -73,7 +73,7 @@ def label_bounding_box_index(label: sitk.Image) -> tuple[np.ndarray, np.ndarray]
 
 
 def make_working_grid(
-    atlas_label: sitk.Image, max_size: int, margin_fraction: float = 0.2, min_margin_mm: float = 8.0, divisor: int = 16
+    atlas_label: sitk.Image, max_size: int, margin_fraction: float = 0.1, min_margin_mm: float = 8.0, divisor: int = 16
 ) -> WorkingGrid:
     """A grid around the atlas's labelled region, in the atlas frame.
 

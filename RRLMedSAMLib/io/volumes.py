@@ -63,8 +63,8 @@ def _check_3d(image: sitk.Image, path: str | os.PathLike, what: str) -> sitk.Ima
             f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
             "a scalar (grey-level) volume is required."
         )
-    if min(size) < 2:
-        raise InputError(f"{what} {path} is {size} voxels: every axis needs at least 2 voxels.")
+    if min(size) < 4:
+        raise InputError(f"{what} {path} is {size} voxels: every axis needs at least 4 voxels.")
     return image
 
 

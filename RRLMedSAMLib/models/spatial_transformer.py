@@ -13,6 +13,7 @@ from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
 warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample.*")
+warnings.filterwarnings("ignore", message=".*non-tuple sequence for multidimensional indexing.*")
 
 
 class SpatialTransformer(nn.Module):

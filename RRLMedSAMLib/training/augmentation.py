@@ -1,6 +1,7 @@
 """Training augmentation for the segmentation networks (MONAI dictionary transforms).
 
-Spatial: random rotation, scaling and translation applied to image and label together.
+Spatial: random rotation, scaling and translation applied to image and label together, then an
+optional random patch (crop) of the working grid.
 Intensity: bias field, gamma, scaling/shift and Gaussian noise (image only). Each call is seeded
 from the step's generator, so a resumed run sees the same augmented samples.
 """
@@ -17,13 +18,19 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSpatialCropd,
 )
 
 
-def make_augmentation() -> Compose:
-    """Transforms over ``{"image": (1, D, H, W) float, "label": (1, D, H, W) float class map}``."""
+def make_augmentation(patch_size: int = 0) -> Compose:
+    """Transforms over ``{"image": (1, D, H, W) float, "label": (1, D, H, W) float class map}``.
+
+    ``patch_size`` > 0 crops a random cube of that many voxels per side (clipped to the volume).
+    """
+    crop = [RandSpatialCropd(keys=("image", "label"), roi_size=(patch_size,) * 3, random_size=False)] if patch_size else []
     return Compose(
-        [
+        crop
+        + [
             RandAffined(
                 keys=("image", "label"),
                 mode=("bilinear", "nearest"),

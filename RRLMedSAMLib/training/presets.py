@@ -26,6 +26,7 @@ class Preset:
         diffeomorphic: predict a velocity field integrated by scaling and squaring.
         checkpoint_every: steps between checkpoints (also written at stage ends and on interrupt).
         affine_iterations: optimiser iterations per level of the affine pre-alignment.
+        segmentation_patch: side (voxels) of the random patches segmentation trains on; 0 = whole grid.
     """
 
     name: str
@@ -39,6 +40,7 @@ class Preset:
     diffeomorphic: bool = True
     checkpoint_every: int = 25
     affine_iterations: int = 100
+    segmentation_patch: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,11 +56,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", grid_size=32, channels=(4, 8, 8, 16, 16), registration_steps=12, segmentation_steps=12,
                    ncc_kernel=5, checkpoint_every=4, affine_iterations=20),
-    "fast": Preset("fast", grid_size=64, channels=(8, 16, 32, 64, 64), registration_steps=300, segmentation_steps=300),
+    "fast": Preset("fast", grid_size=64, channels=(16, 32, 64, 96, 128), registration_steps=200,
+                   segmentation_steps=250, segmentation_patch=48),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
-                       segmentation_steps=1500, checkpoint_every=50),
+                       segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50),
     "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
-                   segmentation_steps=5000, ncc_kernel=9, checkpoint_every=100),
+                   segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100),
 }
 
 

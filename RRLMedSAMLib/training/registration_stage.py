@@ -1,8 +1,8 @@
 """Unsupervised registration training between the atlas and the scans, in both directions.
 
 Loss per pair: local normalised cross-correlation between the warped moving and the fixed volume,
-plus a diffusion (displacement-gradient) penalty. Each step uses one scan in both directions
-(atlas->scan and scan->atlas) as a batch of two.
+plus a diffusion (displacement-gradient) penalty. Steps alternate direction: even steps register
+the atlas to a random scan, odd steps a random scan to the atlas.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ class RegistrationObjective(torch.nn.Module):
         return loss, {"ncc": float(-similarity.detach()), "smooth": float(smoothness.detach())}
 
 
-def registration_pair(data: PreparedData, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(moving, fixed)`` batches ``(2, 1, D, H, W)``: atlas->scan ``index`` and scan->atlas."""
-    atlas = torch.from_numpy(data.atlas_image)[None, None]
-    scan = torch.from_numpy(data.scans[index])[None, None]
-    return torch.cat([atlas, scan]).to(device), torch.cat([scan, atlas]).to(device)
+def registration_pair(
+    data: PreparedData, index: int, atlas_is_moving: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(moving, fixed)`` volumes ``(1, 1, D, H, W)``: the atlas and scan ``index``, in either role."""
+    atlas = torch.from_numpy(data.atlas_image)[None, None].to(device)
+    scan = torch.from_numpy(data.scans[index])[None, None].to(device)
+    return (atlas, scan) if atlas_is_moving else (scan, atlas)
 
 
 def make_registration_step(
@@ -55,7 +57,7 @@ def make_registration_step(
     objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
 
     def step(step_index: int, rng: np.random.Generator) -> StepResult:
-        moving, fixed = registration_pair(data, int(rng.integers(len(data.scans))), device)
+        moving, fixed = registration_pair(data, int(rng.integers(len(data.scans))), step_index % 2 == 0, device)
         ddf, _ = network(moving, fixed)
         loss, parts = objective(moving, fixed, ddf)
         optimizer.zero_grad(set_to_none=True)

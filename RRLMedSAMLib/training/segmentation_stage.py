@@ -53,10 +53,15 @@ def make_segmentation_step(
     device: torch.device,
     batch_size: int = 2,
     atlas_probability: float = 0.25,
+    patch_size: int = 0,
 ):
-    """Per-step function: ``forward`` maps images ``(B, 1, D, H, W)`` to logits ``(B, K, D, H, W)``."""
+    """Per-step function: ``forward`` maps images ``(B, 1, D, H, W)`` to logits ``(B, K, D, H, W)``.
+
+    ``patch_size`` > 0 trains on random cubic patches (the network is fully convolutional and
+    segments whole working-grid volumes at inference).
+    """
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-    transform = make_augmentation()
+    transform = make_augmentation(patch_size)
 
     def step(step_index: int, rng: np.random.Generator) -> StepResult:
         pairs = [augment(transform, image, classes, rng) for image, classes in

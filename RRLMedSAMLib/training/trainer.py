@@ -148,7 +148,9 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     seg_optimizer = torch.optim.Adam(segmentation.parameters(), lr=preset.learning_rate)
     run_stage(
         "segmentation", preset.segmentation_steps,
-        make_segmentation_step(segmentation, seg_optimizer, data, pseudo_labels, device),
+        make_segmentation_step(
+            segmentation, seg_optimizer, data, pseudo_labels, device, patch_size=preset.segmentation_patch
+        ),
         {"segmentation": segmentation}, {"adam": seg_optimizer}, run.checkpoint("segmentation"),
         progress, seed, preset.checkpoint_every,
     )

@@ -105,3 +105,6 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment.lower() in lines[0].lower(), lines[0]
+
+
+from pipeline_fixtures import tiny_case, tiny_results, tiny_run  # noqa: E402,F401  (session fixtures)

@@ -1,0 +1,34 @@
+"""Session fixtures for pipeline tests: one tiny case, trained and segmented once through the real command line.
+
+Imported by ``conftest.py`` so that every engine test module can use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tiny_case import engine, make_case, train_args
+
+
+@pytest.fixture(scope="session")
+def tiny_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_case(tmp_path_factory.mktemp("tiny_case"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_case: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny training (real subprocess)."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = engine(*train_args(tiny_case, out, "--registration-steps", "30", "--segmentation-steps", "30"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tiny_case: dict[str, Path], tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``segment`` output folder of both scans (real subprocess)."""
+    out = tmp_path_factory.mktemp("tiny_results")
+    result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], tiny_case["scan_b"], "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

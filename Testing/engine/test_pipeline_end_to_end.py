@@ -1,0 +1,90 @@
+"""Train -> segment -> evaluate on the tiny case, through the real command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from RRLMedSAMLib.progress import PROGRESS_MARKER
+from tiny_case import LABEL_IDS, engine
+
+OUTPUTS = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz", "warped_atlas_image.nii.gz",
+           "deformation.nrrd", "qc.json")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_run_folder_contents(tiny_run: Path) -> None:
+    for name in ("config.json", "labels.csv", "model.safetensors", "model_card.json", "progress.jsonl",
+                 "atlas/atlas_image.nii.gz", "atlas/atlas_label.nii.gz"):
+        assert (tiny_run / name).is_file(), name
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["parameters"]["registration"] > 0 and card["parameters"]["segmentation"] > 0
+    assert card["parameters"]["total"] == card["parameters"]["registration"] + card["parameters"]["segmentation"]
+    assert card["engine_version"] and card["configuration_hash"] and card["data"]["label_ids"] == list(LABEL_IDS)
+    stages = {json.loads(line)["stage"] for line in (tiny_run / "progress.jsonl").read_text().splitlines()}
+    assert {"prealign", "registration", "pseudo_labels", "segmentation"} <= stages
+
+
+def test_segment_outputs_on_native_grid(tiny_case: dict[str, Path], tiny_results: Path) -> None:
+    for scan in ("scan_a", "scan_b"):
+        folder = tiny_results / f"{scan}_image"
+        for name in OUTPUTS:
+            assert (folder / name).is_file(), (scan, name)
+        reference = sitk.ReadImage(str(tiny_case[scan]))
+        for name in ("segmentation.nii.gz", "warped_atlas_label.nii.gz", "warped_atlas_image.nii.gz", "deformation.nrrd"):
+            output = sitk.ReadImage(str(folder / name))
+            assert output.GetSize() == reference.GetSize(), name
+            assert np.allclose(output.GetSpacing(), reference.GetSpacing(), atol=1e-5), name
+            assert np.allclose(output.GetOrigin(), reference.GetOrigin(), atol=1e-4), name
+            assert np.allclose(output.GetDirection(), reference.GetDirection(), atol=1e-6), name
+        ids = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "segmentation.nii.gz"))))) - {0}
+        assert ids <= set(LABEL_IDS)
+        with open(folder / "labels.csv", newline="") as handle:
+            assert [int(row["id"]) for row in csv.DictReader(handle)] == list(LABEL_IDS)
+        qc = json.loads((folder / "qc.json").read_text())
+        assert 0.0 <= qc["folding_fraction"] < 0.05
+        assert set(qc["label_volumes_ml"]) == {str(i) for i in LABEL_IDS}
+
+
+def test_registration_recovers_the_phantom(tiny_case: dict[str, Path], tiny_results: Path) -> None:
+    """The warped atlas label overlaps the scan's true label far better than no alignment at all."""
+    for scan in ("scan_a", "scan_b"):
+        truth = sitk.ReadImage(str(tiny_case[f"{scan}_label"]))
+        warped = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_results / f"{scan}_image" / "warped_atlas_label.nii.gz")))
+        unaligned = sitk.GetArrayFromImage(
+            sitk.Resample(sitk.ReadImage(str(tiny_case["atlas_label"])), truth, sitk.Transform(), sitk.sitkNearestNeighbor)
+        )
+        truth_array = sitk.GetArrayFromImage(truth)
+        big = LABEL_IDS[0]
+        assert dice(warped >= big, truth_array >= big) > 0.85
+        assert dice(warped >= big, truth_array >= big) > dice(unaligned >= big, truth_array >= big)
+
+
+def test_evaluate_scores_the_segment_folder(tiny_case: dict[str, Path], tiny_results: Path, tmp_path: Path) -> None:
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for scan in ("scan_a", "scan_b"):
+        (truth / f"{scan}_image.nii.gz").write_bytes(tiny_case[f"{scan}_label"].read_bytes())
+    result = engine("evaluate", "--pred", tiny_results, "--truth", truth, "--out", tmp_path / "metrics")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert {case["name"] for case in summary["cases"]} == {"scan_a_image", "scan_b_image"}
+    assert 0.0 <= summary["mean_dice"] <= 1.0
+    assert (tmp_path / "metrics" / "metrics.md").read_text().count("|") > 10
+
+
+def test_progress_lines_on_a_pipe(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
+    """With stdout not a terminal, every progress event is a marker line carrying the contract's keys."""
+    result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", tmp_path)
+    events = [json.loads(line[len(PROGRESS_MARKER):]) for line in result.stdout.splitlines() if line.startswith(PROGRESS_MARKER)]
+    assert result.returncode == 0 and events
+    for key in ("event", "stage", "step", "total", "losses", "dice", "eta_s", "elapsed_s"):
+        assert all(key in event for event in events), key
+    assert events[-1]["event"] == "done"
