@@ -29,6 +29,7 @@ from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.networks import build_networks
 from RRLMedSAMLib.training.prepare import classes_to_labels
 from RRLMedSAMLib.training.presets import Preset
+from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
 from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
 
 
@@ -84,8 +85,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     tick = time.perf_counter()
     scan_working = normalize_intensity(resample_to_grid(scan, model.grid, atlas_to_scan))
     fixed = torch.from_numpy(scan_working)[None, None].to(model.device)
-    moving = torch.from_numpy(model.atlas_working)[None, None].to(model.device)
-    ddf, _ = model.networks["registration"](moving, fixed)
+    ddf = register_atlas_to_scan(model.networks["registration"], model.atlas_working, scan_working, model.preset, model.device)
     probabilities = torch.softmax(model.networks["segmentation"](fixed), dim=1)[0].float().cpu().numpy()
     timings["networks_s"] = time.perf_counter() - tick
 

@@ -66,9 +66,10 @@ class RegistrationDecoder(nn.Module):
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         flow = self.flow(x)
-        return self._to_full_resolution(flow, pairs[0].shape[2:]), flow
+        return self.to_full_resolution(flow, pairs[0].shape[2:]), flow
 
-    def _to_full_resolution(self, flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    def to_full_resolution(self, flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Displacement ``(B, 3, *size)`` in full-resolution voxels from a raw flow."""
         ddf = self.integrator(flow) if self.integrator is not None else flow
         if self.flow_level == 0:
             return ddf
@@ -77,4 +78,4 @@ class RegistrationDecoder(nn.Module):
 
     def inverse(self, flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor | None:
         """Full-resolution inverse displacement from the raw flow (diffeomorphic variant only)."""
-        return self._to_full_resolution(-flow, size) if self.integrator is not None else None
+        return self.to_full_resolution(-flow, size) if self.integrator is not None else None

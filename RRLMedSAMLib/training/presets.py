@@ -27,6 +27,8 @@ class Preset:
         checkpoint_every: steps between checkpoints (also written at stage ends and on interrupt).
         affine_iterations: optimiser iterations per level of the affine pre-alignment.
         segmentation_patch: side (voxels) of the random patches segmentation trains on; 0 = whole grid.
+        instance_optimization_steps: per-pair refinement iterations after the registration network
+            (pseudo labels and segment); 0 = network only.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Preset:
     checkpoint_every: int = 25
     affine_iterations: int = 100
     segmentation_patch: int = 0
+    instance_optimization_steps: int = 50
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +58,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", grid_size=32, channels=(4, 8, 8, 16, 16), registration_steps=12, segmentation_steps=12,
-                   ncc_kernel=5, checkpoint_every=4, affine_iterations=20),
+                   ncc_kernel=5, checkpoint_every=4, affine_iterations=20, instance_optimization_steps=5),
     "fast": Preset("fast", grid_size=64, channels=(16, 32, 64, 96, 128), registration_steps=200,
                    segmentation_steps=250, segmentation_patch=48),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,

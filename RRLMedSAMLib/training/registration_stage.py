@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 
+from RRLMedSAMLib.models.instance_optimization import refine_registration
 from RRLMedSAMLib.models.registration_network import RegistrationNetwork
 from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
 from RRLMedSAMLib.training.prepare import PreparedData
@@ -68,15 +69,20 @@ def make_registration_step(
     return step
 
 
-@torch.no_grad()
-def atlas_to_scan_displacement(
-    network: RegistrationNetwork, data: PreparedData, scan: np.ndarray, device: torch.device
+def register_atlas_to_scan(
+    network: RegistrationNetwork, atlas: np.ndarray, scan: np.ndarray, preset: Preset, device: torch.device
 ) -> torch.Tensor:
-    """Displacement ``(1, 3, D, H, W)`` (voxels) warping the atlas onto ``scan`` (both on the working grid)."""
+    """Displacement ``(1, 3, D, H, W)`` (voxels) warping ``atlas`` onto ``scan`` (working-grid arrays).
+
+    The network's prediction refined by ``preset.instance_optimization_steps`` of instance optimisation.
+    """
     network.eval()
-    atlas = torch.from_numpy(data.atlas_image)[None, None].to(device)
-    ddf, _ = network(atlas, torch.from_numpy(scan)[None, None].to(device))
-    return ddf
+    moving = torch.from_numpy(atlas)[None, None].to(device)
+    fixed = torch.from_numpy(scan)[None, None].to(device)
+    with torch.no_grad():
+        _, flow = network(moving, fixed)
+    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+    return refine_registration(network.decoder, objective, moving, fixed, flow, preset.instance_optimization_steps)
 
 
 @torch.no_grad()
@@ -88,11 +94,15 @@ def warp_classes(classes: np.ndarray, num_classes: int, ddf: torch.Tensor) -> np
     return warped.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
 
 
-def make_pseudo_labels(network: RegistrationNetwork, data: PreparedData, device: torch.device) -> np.ndarray:
+def make_pseudo_labels(
+    network: RegistrationNetwork, data: PreparedData, preset: Preset, device: torch.device
+) -> np.ndarray:
     """The atlas label warped onto every scan: class maps ``(N, D, H, W)``."""
     return np.stack(
         [
-            warp_classes(data.atlas_classes, data.num_classes, atlas_to_scan_displacement(network, data, scan, device))
+            warp_classes(
+                data.atlas_classes, data.num_classes, register_atlas_to_scan(network, data.atlas_image, scan, preset, device)
+            )
             for scan in data.scans
         ]
     )

@@ -138,13 +138,15 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         pseudo_labels = load_file(str(run.pseudo_labels))["classes"]
     else:
         progress.start_stage("pseudo_labels", 1, "warping the atlas label onto every scan")
-        pseudo_labels = make_pseudo_labels(registration, data, device)
+        pseudo_labels = make_pseudo_labels(registration, data, preset, device)
         with atomic_path(run.pseudo_labels) as temp:
             save_file({"classes": pseudo_labels}, str(temp))
         progress.update(1)
         progress.end_stage()
 
     segmentation = networks["segmentation"]
+    if not run.checkpoint("segmentation").exists():
+        segmentation.encoder.load_state_dict(registration.encoder.state_dict())
     seg_optimizer = torch.optim.Adam(segmentation.parameters(), lr=preset.learning_rate)
     run_stage(
         "segmentation", preset.segmentation_steps,
