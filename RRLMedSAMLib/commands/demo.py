@@ -8,6 +8,7 @@ and registration-only results against the scans' labels (which training never se
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -16,13 +17,15 @@ from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
 from RRLMedSAMLib.io.volumes import volume_stem
-from RRLMedSAMLib.metrics.evaluation import evaluate_pairs, metrics_markdown, summarize, write_metrics
+from RRLMedSAMLib.metrics.evaluation import evaluate_pairs, metrics_markdown, write_metrics
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.report.figures import plot_atlas_scan_segmentation, plot_deformation_grid, plot_loss_curves
 from RRLMedSAMLib.metrics.deformation import physical_to_array_displacement
 from RRLMedSAMLib.resources import sample_data_dir
 from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.training.methods import METHODS
 from RRLMedSAMLib.training.presets import PRESETS
+from RRLMedSAMLib.training.rrl_settings import TEACHER_CHOICES
 from RRLMedSAMLib.training.run_folder import RunFolder
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
@@ -33,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="fast", choices=list(PRESETS), help="training preset (default: fast)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--method", choices=list(METHODS), help="method to train (default: rrl)")
+    parser.add_argument("--teacher", choices=TEACHER_CHOICES,
+                        help="SAM teacher (default: auto = official vit_b if in the weights folder, else none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     request = TrainRequest(
         atlas_image=sample / "atlas_image.nii.gz", atlas_label=sample / "atlas_label.nii.gz", images=images,
         out=run_folder.root, preset=args.preset, device=args.device, seed=args.seed,
-        labels_table=sample / "labels.csv", resume=run_folder.config.exists(),
+        labels_table=sample / "labels.csv", resume=run_folder.config.exists(), method=args.method, teacher=args.teacher,
     )
     progress = ProgressReporter(run_folder.progress)
     if not run_folder.model.exists():
@@ -70,6 +76,11 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
     registration = evaluate_pairs([(n, results / n / "warped_atlas_label.nii.gz", t) for n, t in zip(names, truths)])
     seg_summary = write_metrics(segmentation, report / "segmentation", table)
     reg_summary = write_metrics(registration, report / "registration_only", table)
+    prompt_summary = None
+    if all((results / n / "prompt_mask.nii.gz").exists() for n in names):
+        prompts = evaluate_pairs([(n, results / n / "prompt_mask.nii.gz", t) for n, t in zip(names, truths)])
+        prompt_summary = write_metrics(prompts, report / "prompt_mask", table)
+    card = json.loads(run.model_card.read_text(encoding="utf-8"))
 
     atlas_image = sitk.ReadImage(str(sample / "atlas_image.nii.gz"))
     atlas_label = sitk.ReadImage(str(sample / "atlas_label.nii.gz"))
@@ -101,16 +112,32 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
         "# RRL-MedSAM demo report", "",
         f"One annotated atlas, {len(images)} unlabelled scans (their labels are used only for scoring here).",
         "Sample data: see Resources/SampleData/NOTICE (real anatomy, synthetic contrast).", "",
+        *_method_lines(card),
         f"Mean Dice, final segmentation: **{_fmt(seg_summary['mean_dice'])}**; registration only (atlas label warped): "
-        f"**{_fmt(reg_summary['mean_dice'])}**.", "",
+        f"**{_fmt(reg_summary['mean_dice'])}**"
+        + (f"; general branch's prompt mask: **{_fmt(prompt_summary['mean_dice'])}**." if prompt_summary else "."), "",
         "## Final segmentation", "", metrics_markdown(seg_summary),
         "## Registration only", "", metrics_markdown(reg_summary),
+    ]
+    if prompt_summary:
+        lines += ["## Prompt mask (general branch)", "", metrics_markdown(prompt_summary)]
+    lines += [
         "## Figures", "",
     ]
     lines += [f"### {caption}\n\n![{caption}]({file})\n" for caption, file in figures]
     path = report / "report.md"
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _method_lines(card: dict) -> list[str]:
+    """Which method and which SAM teacher the demo's model was trained with (said plainly)."""
+    teacher = card.get("teacher") or {"name": "none", "reason": "not recorded"}
+    if teacher["name"] == "none":
+        said = f"none ({teacher.get('reason')}): trained **without SAM distillation**"
+    else:
+        said = f"{teacher.get('label')} ({teacher['name']}, {teacher.get('parameters')} parameters, slices of {teacher.get('slice_size')} px)"
+    return [f"Method: **{card.get('method')}** ({card.get('method_summary', '')}).", "", f"SAM teacher: {said}.", ""]
 
 
 def _fmt(value: float | None) -> str:

@@ -13,7 +13,6 @@ from RRLMedSAMLib.io.volumes import ensure_writable_folder
 from RRLMedSAMLib.metrics.evaluation import SCORING_RULES, evaluate_pairs, find_pairs, write_metrics
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument(
@@ -22,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--truth", required=True, help="true labelmap, or a folder of <name>.nii.gz (a dataset folder with labels/ works)"
+    )
+    parser.add_argument(
+        "--pred-name", default="segmentation",
+        help="in a segment output folder, the result to score in each case folder (default: segmentation; "
+        "warped_atlas_label scores registration only, prompt_mask the general branch)",
     )
     parser.add_argument("--out", default=None, help="folder for metrics.json/.csv/.md (default: the prediction's folder)")
     parser.add_argument(
@@ -44,7 +48,7 @@ def _find_table(truth: Path) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the three metric files, print a summary; return 0."""
     pred, truth = Path(args.pred), Path(args.truth)
-    pairs, unmatched = find_pairs(pred, truth)
+    pairs, unmatched = find_pairs(pred, truth, args.pred_name)
     table: list[LabelEntry] | None = None
     restrict = None
     if args.labels:

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from RRLMedSAMLib.training.device import DEVICE_CHOICES
+from RRLMedSAMLib.training.methods import METHODS
 from RRLMedSAMLib.training.presets import PRESETS
+from RRLMedSAMLib.training.rrl_settings import SLICE_SIZES, TEACHER_CHOICES
 from RRLMedSAMLib.training.trainer import TrainRequest, train
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registration-steps", type=int, help="override the preset's registration steps")
     parser.add_argument("--segmentation-steps", type=int, help="override the preset's segmentation steps")
     parser.add_argument("--grid-size", type=int, help="override the working grid's longest side (voxels)")
+    add_method_arguments(parser)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the method, its SAM teacher, distillation, mutual-EMA and the RRL stage lengths."""
+    group = parser.add_argument_group("method and SAM teacher")
+    group.add_argument("--method", choices=list(METHODS), help="what to train (default: rrl; on --resume: the stored one): "
+                       + "; ".join(f"{m.name} = {m.summary}" for m in METHODS.values()))
+    group.add_argument("--teacher", choices=TEACHER_CHOICES, help="SAM teacher (default: auto = official vit_b if found "
+                       "and verified in the weights folder, else no distillation; random-vit_b/tiny = random weights, "
+                       "for benchmarks/tests)")
+    group.add_argument("--sam-checkpoint", type=Path, help="SAM weights file (verified against the manifest's sha256)")
+    group.add_argument("--allow-custom-weights", action="store_true", default=None,
+                       help="accept a --sam-checkpoint whose sha256 is in no manifest entry (e.g. MedSAM)")
+    group.add_argument("--weights-dir", type=Path, help="SAM weights folder (default: $RRLMEDSAM_WEIGHTS_DIR, else "
+                       "~/.cache/rrlmedsam/weights)")
+    group.add_argument("--slice-size", type=int, choices=SLICE_SIZES, help="side of the slices fed to SAM (default: 128)")
+    group.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="working-grid axis SAM slices along (default: 0)")
+    group.add_argument("--distill-loss", choices=("mse", "l1", "kl"), help="feature distillation loss (default: mse)")
+    group.add_argument("--distill-images", nargs="+", type=Path, metavar="F|DIR",
+                       help="general unlabelled images for DSKD stage 1 (default: the training scans)")
+    group.add_argument("--ema-alpha", type=float, help="mutual-EMA weight (default: 0.99)")
+    group.add_argument("--distill-steps", type=int, help="override the preset's DSKD stage-1 steps")
+    group.add_argument("--pretrain-steps", type=int, help="override the preset's medical-encoder pre-training steps")
+    group.add_argument("--joint-steps", type=int, help="override the preset's stage-2 steps")
+    group.add_argument("--autosam-steps", type=int, help="override the preset's AutoSAM head steps")
+
+
+def method_overrides(args: argparse.Namespace) -> dict:
+    """:class:`RRLSettings` overrides from the parsed options (``None`` = not given)."""
+    return {
+        "teacher": args.teacher,
+        "sam_checkpoint": str(args.sam_checkpoint) if args.sam_checkpoint else None,
+        "allow_custom_weights": args.allow_custom_weights,
+        "weights_dir": str(args.weights_dir) if args.weights_dir else None,
+        "slice_size": args.slice_size,
+        "slice_axis": args.slice_axis,
+        "distill_loss": args.distill_loss,
+        "distill_images": [str(p) for p in args.distill_images] if args.distill_images else None,
+        "ema_alpha": args.ema_alpha,
+        "distill_steps": args.distill_steps,
+        "pretrain_steps": args.pretrain_steps,
+        "joint_steps": args.joint_steps,
+        "autosam_steps": args.autosam_steps,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             "segmentation_steps": args.segmentation_steps,
             "grid_size": args.grid_size,
         },
+        method=args.method,
+        rrl=method_overrides(args),
     )
     run_folder = train(request)
     print(f"Training finished: {run_folder.root}")

@@ -3,7 +3,10 @@
 Per scan, ``OUT/<name>/`` receives (atomically, as one folder):
 ``segmentation.nii.gz`` (atlas ids), ``labels.csv``, ``warped_atlas_label.nii.gz``,
 ``warped_atlas_image.nii.gz``, ``deformation.nrrd`` (atlas<->scan displacement, LPS mm,
-resampling direction) and ``qc.json`` (folding fraction, per-label volumes, timings).
+resampling direction), ``qc.json`` (method, how the registration was made, folding fraction,
+per-label volumes, timings) and, for the RRL methods, ``prompt_mask.nii.gz`` (the general branch's
+mask that prompted the AP decoder, atlas ids). What the networks do per method is in
+:mod:`RRLMedSAMLib.inference.predictors`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, n
 from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
+from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
+from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
-from RRLMedSAMLib.training.networks import build_networks
+from RRLMedSAMLib.training.methods import Method
+from RRLMedSAMLib.training.networks import build_method_networks
 from RRLMedSAMLib.training.prepare import classes_to_labels
 from RRLMedSAMLib.training.presets import Preset
-from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
 from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
+from RRLMedSAMLib.training.teacher_features import build_teacher
+from RRLMedSAMLib.training.trainer import run_settings
 
 
 @dataclass
@@ -47,6 +54,8 @@ class TrainedModel:
     atlas_working: np.ndarray
     networks: dict[str, torch.nn.Module]
     device: torch.device
+    method: Method
+    predictor_inputs: PredictorInputs
 
     @property
     def label_ids(self) -> list[int]:
@@ -57,17 +66,23 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
     """Load a finished run folder (configuration, atlas, label table and weights)."""
     run = RunFolder(Path(run_dir))
     config = require_trained_model(run)
-    preset = Preset.from_dict(config["preset"])
+    method, preset, settings, teacher_record = run_settings(config)
     atlas_image = read_scan(run.atlas_image, "Run folder atlas image")
     atlas_label = read_label(run.atlas_label, "Run folder atlas label")
     grid = make_working_grid(atlas_label, preset.grid_size, divisor=2 ** (len(preset.channels) - 1))
-    networks = build_networks(preset, len(config["label_ids"]) + 1)
+    networks = build_method_networks(method, preset, len(config["label_ids"]) + 1, settings, teacher_record)
     load_weights(run.model, networks)
     for module in networks.values():
         module.to(device).eval()
+    atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
+    inputs = PredictorInputs(method, preset, networks, atlas_working, device)
+    if method.family == "autosam":
+        inputs.teacher = build_teacher(teacher_record, settings, device)
+        cache_folder = run.root / "cache" / "teacher"
+        inputs.cache = TeacherFeatureCache(cache_folder) if os.access(cache_folder, os.W_OK) else None
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
-        normalize_intensity(resample_to_grid(atlas_image, grid)), networks, device,
+        atlas_working, networks, device, method, inputs,
     )
 
 
@@ -84,16 +99,13 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
 
     tick = time.perf_counter()
     scan_working = normalize_intensity(resample_to_grid(scan, model.grid, atlas_to_scan))
-    fixed = torch.from_numpy(scan_working)[None, None].to(model.device)
-    ddf = register_atlas_to_scan(model.networks["registration"], model.atlas_working, scan_working, model.preset, model.device)
-    probabilities = torch.softmax(model.networks["segmentation"](fixed), dim=1)[0].float().cpu().numpy()
+    prediction = PREDICTORS[model.method.family](model.predictor_inputs, scan_working)
     timings["networks_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, ddf[0].float().cpu().numpy())
-    classes = map_probabilities_to_scan(probabilities, model.grid, scan, atlas_to_scan)
-    segmentation = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
-    segmentation.CopyInformation(scan)
+    displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
+    segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
+    prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
     timings["resampling_s"] = time.perf_counter() - tick
@@ -106,9 +118,24 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         write_image(warped_label, folder / "warped_atlas_label.nii.gz")
         write_image(warped_image, folder / "warped_atlas_image.nii.gz")
         write_displacement_field(displacement, folder / "deformation.nrrd")
+        if prompt_mask is not None:
+            write_image(prompt_mask, folder / "prompt_mask.nii.gz")
         timings["writing_s"] = time.perf_counter() - tick
-        write_json_atomic(folder / "qc.json", _quality_report(model, image_path, scan, segmentation, displacement, timings))
+        report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
+        report |= {"method": model.method.name, "registration": prediction.registration,
+                   "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
+        write_json_atomic(folder / "qc.json", report)
     return Path(out_root) / name
+
+
+def _labelmap(
+    model: TrainedModel, probabilities: np.ndarray, scan: sitk.Image, atlas_to_scan: sitk.Transform
+) -> sitk.Image:
+    """Working-grid probabilities ``(K, D, H, W)`` -> labelmap with the atlas ids on the scan's grid."""
+    classes = map_probabilities_to_scan(probabilities, model.grid, scan, atlas_to_scan)
+    labelmap = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
+    labelmap.CopyInformation(scan)
+    return labelmap
 
 
 def _quality_report(

@@ -96,21 +96,26 @@ def _label_files(folder: Path) -> dict[str, Path]:
     }
 
 
-def _prediction_files(folder: Path) -> dict[str, Path]:
-    """``<stem>.<ext>`` files and the segment command's ``<stem>/segmentation.<ext>`` files."""
+def _prediction_files(folder: Path, result_name: str = "segmentation") -> dict[str, Path]:
+    """``<stem>.<ext>`` files and the segment command's ``<stem>/<result_name>.<ext>`` files."""
     found = _label_files(folder)
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         candidates = [
             p for p in sub.iterdir()
-            if p.is_file() and volume_stem(p) == "segmentation" and p.name.lower().endswith(SUPPORTED_SUFFIXES)
+            if p.is_file() and volume_stem(p) == result_name and p.name.lower().endswith(SUPPORTED_SUFFIXES)
         ]
         if candidates:
             found.setdefault(sub.name, sorted(candidates)[0])
     return found
 
 
-def find_pairs(pred: str | os.PathLike, truth: str | os.PathLike) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+def find_pairs(
+    pred: str | os.PathLike, truth: str | os.PathLike, result_name: str = "segmentation"
+) -> tuple[list[tuple[str, Path, Path]], list[str]]:
     """Pair predictions with truths; return ``([(name, pred_path, truth_path)], truth names with no prediction)``.
+
+    In a segment output folder, ``result_name`` picks the file scored in each case folder
+    (``segmentation``, or e.g. ``warped_atlas_label`` for the registration-only result).
 
     Two files form one case named after the truth's stem. Two folders pair by stem; a truth folder
     holding a ``labels/`` subfolder (the standard dataset layout) is read from there.
@@ -125,7 +130,7 @@ def find_pairs(pred: str | os.PathLike, truth: str | os.PathLike) -> tuple[list[
         raise InputError("Pass --pred and --truth both as files or both as folders.")
     if (truth / "labels").is_dir():
         truth = truth / "labels"
-    truths, preds = _label_files(truth), _prediction_files(pred)
+    truths, preds = _label_files(truth), _prediction_files(pred, result_name)
     if not truths:
         raise InputError(f"No label files (.nii.gz, .nrrd, .mha) in the truth folder {truth}.")
     pairs = [(name, preds[name], path) for name, path in truths.items() if name in preds]

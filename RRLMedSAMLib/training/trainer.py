@@ -1,40 +1,46 @@
-"""Training orchestration: validate, prepare, register, make pseudo labels, segment, finalise.
+"""Training orchestration: validate, resolve the method and its teacher, prepare, run the method's stages, finalise.
 
 Every stage checkpoints into the run folder; ``resume=True`` picks up after the last finished
-step of the last unfinished stage, with identical results to an uninterrupted run.
+step of the last unfinished stage, with identical results to an uninterrupted run. The stages
+themselves depend on the method (``training/methods.py``): ``plain`` runs here, the RRL family in
+``training/rrl_stages.py``, the AutoSAM baselines in ``training/autosam_stage.py``.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 import platform
-import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from torch import nn
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.io.atomic import atomic_path, write_json_atomic
+from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.label_table import build_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem, write_image
 from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.training.autosam_stage import train_autosam
+from RRLMedSAMLib.training.checkpoint import save_weights
+from RRLMedSAMLib.training.context import TrainingContext
 from RRLMedSAMLib.training.device import resolve_device
-from RRLMedSAMLib.training.networks import build_networks, parameter_counts
+from RRLMedSAMLib.training.distill_data import collect_distill_paths
+from RRLMedSAMLib.training.methods import DEFAULT_METHOD, Method, get_method
+from RRLMedSAMLib.training.networks import build_networks, parameter_counts, rrl_parameter_counts
 from RRLMedSAMLib.training.prepare import (
     check_scan_paths, load_prepared, prepare_training_data, read_atlas, save_prepared,
 )
-from RRLMedSAMLib.training.presets import get_preset
-from RRLMedSAMLib.training.registration_stage import make_pseudo_labels, make_registration_step
+from RRLMedSAMLib.training.presets import Preset, get_preset
+from RRLMedSAMLib.training.registration_stage import make_registration_step
+from RRLMedSAMLib.training.rrl_settings import RRLSettings, get_rrl_settings
+from RRLMedSAMLib.training.rrl_stages import train_rrl
 from RRLMedSAMLib.training.run_folder import RunFolder, config_hash, path_fingerprint, read_config
-from RRLMedSAMLib.training.checkpoint import save_weights
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
-from RRLMedSAMLib.training.stage_runner import run_stage
+from RRLMedSAMLib.training.teacher_features import (
+    no_teacher, resolve_teacher, teacher_log_line, teacher_parameter_count, teacher_summary,
+)
 
 
 @dataclass
@@ -51,6 +57,12 @@ class TrainRequest:
     seed: int = 0
     labels_table: Path | None = None
     overrides: dict = field(default_factory=dict)
+    method: str | None = None
+    teacher: str | None = None
+    rrl: dict = field(default_factory=dict)
+    """``method``: a name of ``training/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
+    ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
+    slice size, stage lengths...; ``None`` values ignored)."""
 
 
 def _inputs_config(request: TrainRequest) -> dict:
@@ -69,6 +81,9 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
         config = read_config(run)
         if config["inputs"] != _inputs_config(request):
             raise InputError(f"--resume with different inputs than the training in {run.root}; pass the same atlas and images.")
+        stored = config.get("method", "plain")
+        if request.method is not None and request.method != stored:
+            raise InputError(f"--resume with --method {request.method}, but the training in {run.root} uses {stored}.")
         return config
     if run.config.exists():
         raise InputError(f"{run.root} already holds a training; pass --resume to continue it or choose an empty --out folder.")
@@ -85,7 +100,16 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     atlas = read_atlas(request.atlas_image, request.atlas_label)
     scans = [read_scan(p, "Image") for p in request.images]
     names = [volume_stem(p) for p in request.images]
-    preset = get_preset(request.preset, **request.overrides) if stored is None else None
+    if stored is None:
+        method = get_method(request.method or DEFAULT_METHOD)
+        preset = get_preset(request.preset, **request.overrides)
+        settings = get_rrl_settings(preset.name, **_absolute_paths(request.rrl | {"teacher": request.rrl.get("teacher") or request.teacher}))
+        teacher = resolve_teacher(settings, method)
+        if method.needs_teacher and teacher["name"] == "none":
+            raise InputError(
+                f"--method {method.name} needs the SAM encoder, but {teacher['reason']}. Pass --teacher vit_b with the "
+                "weights in the weights folder (or --sam-checkpoint FILE), or --teacher random-vit_b for a benchmark."
+            )
     device = resolve_device(request.device)
     ensure_writable_folder(run.root)
     progress = progress or ProgressReporter(run.progress)
@@ -95,8 +119,10 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         config = {
             "format_version": MODEL_FORMAT_VERSION,
             "engine_version": __version__,
-            "method": "plain",
+            "method": method.name,
             "preset": preset.to_dict(),
+            "rrl": settings.to_dict(),
+            "teacher": teacher,
             "seed": request.seed,
             "inputs": _inputs_config(request),
             "scan_names": names,
@@ -109,14 +135,9 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         write_json_atomic(run.config, config)
     else:
         config = stored
-    from RRLMedSAMLib.training.presets import Preset
-
-    preset = Preset.from_dict(config["preset"])
+    method, preset, settings, teacher = run_settings(config)
+    print(f"Method: {method.name} ({method.summary}). {teacher_log_line(teacher)}", flush=True)
     seed = int(config["seed"])
-    torch.manual_seed(seed)
-    networks = build_networks(preset, len(atlas.label_ids) + 1)
-    for module in networks.values():
-        module.to(device)
 
     if run.prepared.exists():
         data = load_prepared(run.prepared)
@@ -125,51 +146,82 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         data = prepare_training_data(atlas, scans, names, preset.grid_size, divisor, preset.affine_iterations, seed, progress)
         save_prepared(data, run.prepared)
 
-    registration = networks["registration"]
-    reg_optimizer = torch.optim.Adam(registration.parameters(), lr=preset.learning_rate)
-    run_stage(
-        "registration", preset.registration_steps,
-        make_registration_step(registration, reg_optimizer, data, preset, device),
-        {"registration": registration}, {"adam": reg_optimizer}, run.checkpoint("registration"),
-        progress, seed, preset.checkpoint_every,
-    )
-
-    if run.pseudo_labels.exists():
-        pseudo_labels = load_file(str(run.pseudo_labels))["classes"]
-    else:
-        progress.start_stage("pseudo_labels", 1, "warping the atlas label onto every scan")
-        pseudo_labels = make_pseudo_labels(registration, data, preset, device)
-        with atomic_path(run.pseudo_labels) as temp:
-            save_file({"classes": pseudo_labels}, str(temp))
-        progress.update(1)
-        progress.end_stage()
-
-    segmentation = networks["segmentation"]
-    if not run.checkpoint("segmentation").exists():
-        segmentation.encoder.load_state_dict(registration.encoder.state_dict())
-    seg_optimizer = torch.optim.Adam(segmentation.parameters(), lr=preset.learning_rate)
-    run_stage(
-        "segmentation", preset.segmentation_steps,
-        make_segmentation_step(
-            segmentation, seg_optimizer, data, pseudo_labels, device, patch_size=preset.segmentation_patch
-        ),
-        {"segmentation": segmentation}, {"adam": seg_optimizer}, run.checkpoint("segmentation"),
-        progress, seed, preset.checkpoint_every,
-    )
-
-    save_weights(run.model, networks, {"config_hash": config_hash(config)})
+    context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher)
+    networks = TRAINERS[method.family](context)
+    save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
     write_json_atomic(run.model_card, _model_card(config, networks, device))
-    progress.done(f"model written to {run.model}")
+    progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
     return run
 
 
-def _model_card(config: dict, networks: dict, device: torch.device) -> dict:
+def run_settings(config: dict) -> tuple[Method, Preset, RRLSettings, dict]:
+    """Method, preset, RRL settings and teacher record of a stored configuration (older runs: plain, no teacher)."""
+    preset = Preset.from_dict(config["preset"])
+    settings = RRLSettings.from_dict(config["rrl"]) if "rrl" in config else get_rrl_settings(preset.name)
+    teacher = config.get("teacher") or no_teacher("run made before teachers existed")
+    return get_method(config.get("method", "plain")), preset, settings, teacher
+
+
+def _absolute_paths(rrl: dict) -> dict:
+    """RRL overrides with the weights and distillation paths made absolute (and the latter checked)."""
+    values = dict(rrl)
+    if values.get("distill_images"):
+        collect_distill_paths(values["distill_images"])
+        values["distill_images"] = [str(Path(p).expanduser().resolve()) for p in values["distill_images"]]
+    for key in ("sam_checkpoint", "weights_dir"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).expanduser().resolve())
+    return values
+
+
+def train_plain(ctx: TrainingContext) -> dict[str, nn.Module]:
+    """The plain pipeline: registration network, pseudo labels, plain segmentation network."""
+    preset, device = ctx.preset, ctx.device
+    torch.manual_seed(ctx.seed)
+    networks = build_networks(preset, ctx.data.num_classes)
+    for module in networks.values():
+        module.to(device)
+    registration = networks["registration"]
+    reg_optimizer = torch.optim.Adam(registration.parameters(), lr=preset.learning_rate)
+    ctx.stage("registration", preset.registration_steps,
+              make_registration_step(registration, reg_optimizer, ctx.data, preset, device),
+              {"registration": registration}, {"adam": reg_optimizer})
+    pseudo_labels = ctx.pseudo_labels(registration)
+
+    segmentation = networks["segmentation"]
+    if not ctx.run.checkpoint("segmentation").exists():
+        segmentation.encoder.load_state_dict(registration.encoder.state_dict())
+    seg_optimizer = torch.optim.Adam(segmentation.parameters(), lr=preset.learning_rate)
+    ctx.stage("segmentation", preset.segmentation_steps,
+              make_segmentation_step(segmentation, seg_optimizer, ctx.data, pseudo_labels, device,
+                                     patch_size=preset.segmentation_patch),
+              {"segmentation": segmentation}, {"adam": seg_optimizer})
+    return networks
+
+
+TRAINERS = {"plain": train_plain, "rrl": train_rrl, "autosam": train_autosam}
+
+
+def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.device) -> dict:
+    method, _, rrl_settings, record = run_settings(config)
+    teacher = teacher_summary(record, rrl_settings)
+    settings = config["preset"] | {"seed": config["seed"]}
+    if method.family == "rrl":
+        parameters = rrl_parameter_counts(networks)
+        settings |= {k: v for k, v in rrl_settings.to_dict().items() if not k.startswith("autosam")}
+    else:
+        parameters = parameter_counts(networks)
+    if method.family == "autosam":
+        settings |= {k: v for k, v in rrl_settings.to_dict().items() if k.startswith(("autosam", "slice", "teacher"))}
+    if record["name"] != "none":
+        parameters["teacher"] = {"name": record["name"], "parameters": teacher_parameter_count(record, rrl_settings)}
     return {
         "engine": "RRLMedSAMLib",
         "engine_version": __version__,
         "format_version": MODEL_FORMAT_VERSION,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "method": config["method"],
+        "method": method.name,
+        "method_summary": method.summary,
         "configuration_hash": config_hash(config),
         "data": {
             "atlas_image": config["inputs"]["atlas_image"]["path"],
@@ -177,7 +229,8 @@ def _model_card(config: dict, networks: dict, device: torch.device) -> dict:
             "unlabelled_scans": [entry["path"] for entry in config["inputs"]["images"]],
             "label_ids": config["label_ids"],
         },
-        "settings": config["preset"] | {"seed": config["seed"]},
-        "parameters": parameter_counts(networks),
+        "settings": settings,
+        "teacher": teacher,
+        "parameters": parameters,
         "trained_on": {"device": str(device), "torch": torch.__version__, "python": platform.python_version()},
     }

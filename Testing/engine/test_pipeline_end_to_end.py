@@ -29,7 +29,7 @@ def test_run_folder_contents(tiny_run: Path) -> None:
     assert card["parameters"]["total"] == card["parameters"]["registration"] + card["parameters"]["segmentation"]
     assert card["engine_version"] and card["configuration_hash"] and card["data"]["label_ids"] == list(LABEL_IDS)
     stages = {json.loads(line)["stage"] for line in (tiny_run / "progress.jsonl").read_text().splitlines()}
-    assert {"prealign", "registration", "pseudo_labels", "segmentation"} <= stages
+    assert {"prealign", "registration", "medical_pretrain", "pseudo_labels", "joint_stage2"} <= stages  # default method: rrl
 
 
 def test_segment_outputs_on_native_grid(tiny_case: dict[str, Path], tiny_results: Path) -> None:

@@ -1,0 +1,65 @@
+"""Everything a method's training stages share: run folder, settings, prepared data, device, progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+
+from RRLMedSAMLib.io.atomic import atomic_path
+
+from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.training.methods import Method
+from RRLMedSAMLib.training.prepare import PreparedData
+from RRLMedSAMLib.training.presets import Preset
+from RRLMedSAMLib.training.registration_stage import make_pseudo_labels
+from RRLMedSAMLib.training.rrl_settings import RRLSettings
+from RRLMedSAMLib.training.run_folder import RunFolder
+from RRLMedSAMLib.training.stage_runner import run_stage
+
+
+@dataclass
+class TrainingContext:
+    """One training run after validation and data preparation.
+
+    Attributes:
+        teacher: the run's teacher record (``config["teacher"]``, see ``training/teacher_features.py``).
+    """
+
+    run: RunFolder
+    config: dict
+    method: Method
+    preset: Preset
+    settings: RRLSettings
+    data: PreparedData
+    device: torch.device
+    progress: ProgressReporter
+    seed: int
+    teacher: dict
+
+    def stage(
+        self,
+        name: str,
+        steps: int,
+        step_fn,
+        modules: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+    ) -> None:
+        """:func:`run_stage` with this run's checkpoint path, progress, seed and checkpoint interval."""
+        run_stage(name, steps, step_fn, modules, optimizers, self.run.checkpoint(name), self.progress,
+                  self.seed, self.preset.checkpoint_every)
+
+    def pseudo_labels(self, registration: nn.Module) -> np.ndarray:
+        """Stage ``pseudo_labels``: the atlas label warped onto every scan ``(N, D, H, W)``, cached in the run folder."""
+        if self.run.pseudo_labels.exists():
+            return load_file(str(self.run.pseudo_labels))["classes"]
+        self.progress.start_stage("pseudo_labels", 1, "warping the atlas label onto every scan")
+        labels = make_pseudo_labels(registration, self.data, self.preset, self.device)
+        with atomic_path(self.run.pseudo_labels) as temp:
+            save_file({"classes": labels}, str(temp))
+        self.progress.update(1)
+        self.progress.end_stage()
+        return labels

@@ -1,0 +1,108 @@
+"""RRL-MedSAM through the real command line: train with the tiny SAM teacher, segment, resume mid stage 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from safetensors.torch import load_file
+
+from tiny_case import LABEL_IDS, REPO, engine, train_args
+
+#: Long enough a stage 2 to interrupt it reliably, short enough for CI.
+STEPS = ("--teacher", "tiny", "--registration-steps", "8", "--distill-steps", "3", "--pretrain-steps", "4",
+         "--joint-steps", "16")
+
+
+@pytest.fixture(scope="module")
+def rrl_run(tiny_case: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished ``rrl`` training with the tiny teacher (real subprocess)."""
+    out = tmp_path_factory.mktemp("rrl_run") / "run"
+    result = engine(*train_args(tiny_case, out, *STEPS))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Teacher: tiny" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def rrl_results(tiny_case: dict[str, Path], rrl_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rrl_results")
+    result = engine("segment", "--model", rrl_run, "--image", tiny_case["scan_a"], "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "scan_a_image"
+
+
+def test_model_card_names_encoders_and_teacher(rrl_run: Path) -> None:
+    card = json.loads((rrl_run / "model_card.json").read_text())
+    parameters = card["parameters"]
+    assert card["method"] == "rrl"
+    assert parameters["general_encoder"] == parameters["medical_encoder"] > 0
+    assert parameters["total"] == parameters["registration"] + parameters["segmentation"]
+    assert parameters["teacher"]["name"] == "tiny" and parameters["teacher"]["parameters"] > 0
+    teacher = card["teacher"]
+    assert teacher["name"] == "tiny" and teacher["weights_sha256"] == "random init" and teacher["slice_size"] == 128
+    assert "not sam weights" in teacher["label"].lower()
+    events = [json.loads(line) for line in (rrl_run / "progress.jsonl").read_text().splitlines()]
+    order = list(dict.fromkeys(e["stage"] for e in events if e["event"] == "stage_start"))
+    assert order == ["prealign", "teacher_features", "distill_stage1", "registration", "medical_pretrain",
+                     "pseudo_labels", "joint_stage2"]
+    joint = [e for e in events if e["stage"] == "joint_stage2" and e["event"] == "progress"]
+    assert {"general", "medical", "distillation", "encoder_gap"} <= set(joint[-1]["losses"])
+    assert list((rrl_run / "cache" / "teacher").glob("*.safetensors")), "teacher features are cached"
+
+
+def test_segment_writes_the_prompt_mask_on_the_native_grid(tiny_case: dict[str, Path], rrl_results: Path) -> None:
+    reference = sitk.ReadImage(str(tiny_case["scan_a"]))
+    for name in ("segmentation.nii.gz", "prompt_mask.nii.gz", "warped_atlas_label.nii.gz", "deformation.nrrd"):
+        output = sitk.ReadImage(str(rrl_results / name))
+        assert output.GetSize() == reference.GetSize(), name
+        assert np.allclose(output.GetSpacing(), reference.GetSpacing(), atol=1e-5), name
+        assert np.allclose(output.GetOrigin(), reference.GetOrigin(), atol=1e-4), name
+        assert np.allclose(output.GetDirection(), reference.GetDirection(), atol=1e-6), name
+    prompt = sitk.GetArrayFromImage(sitk.ReadImage(str(rrl_results / "prompt_mask.nii.gz")))
+    assert set(np.unique(prompt)) - {0} <= set(LABEL_IDS) and prompt.any()
+    qc = json.loads((rrl_results / "qc.json").read_text())
+    assert qc["method"] == "rrl" and qc["prompt_mask"] == "prompt_mask.nii.gz" and "deformable" in qc["registration"]
+
+
+def _wait_for_step(run: Path, stage: str, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"training ended before {stage} step {step}: {process.stderr.read()}"
+        log = run / "progress.jsonl"
+        if log.exists():
+            for line in log.read_text().splitlines():
+                event = json.loads(line)
+                if event["stage"] == stage and event["event"] == "progress" and event["step"] >= step:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{stage} step {step} not reached in {timeout} s")
+
+
+def test_sigterm_in_stage_2_resumes_to_identical_weights(tiny_case: dict[str, Path], rrl_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(rrl_run, out, ignore=shutil.ignore_patterns("checkpoints", "model*", "pseudo_labels*", "progress.jsonl"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "RRLMedSAMLib", *train_args(tiny_case, out, *STEPS, "--resume")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for_step(out, "joint_stage2", 2, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert not (out / "model.safetensors").exists()
+    assert (out / "checkpoints" / "joint_stage2.safetensors").exists()
+    resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, actual = load_file(str(rrl_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert (expected[key] == actual[key]).all(), key
