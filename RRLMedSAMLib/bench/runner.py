@@ -91,7 +91,7 @@ def split_cases(dataset: Path, atlas: str, max_scans: int | None) -> tuple[Case,
 def atlas_label_ids(case: Case) -> list[int]:
     """The non-zero ids of the atlas label: the structures every method can produce and is scored on."""
     assert case.label is not None
-    values = np.unique(sitk.GetArrayViewFromImage(read_label(case.label, "Atlas label")))
+    values = np.unique(sitk.GetArrayFromImage(read_label(case.label, "Atlas label")))
     return [int(v) for v in values if v != 0]
 
 

@@ -79,7 +79,7 @@ def warp_atlas_to_scan(atlas: sitk.Image, displacement: sitk.Image, is_label: bo
 
 def folding_fraction(displacement: sitk.Image) -> float:
     """Fraction of voxels where the mapping ``x -> x + u(x)`` folds (Jacobian determinant <= 0)."""
-    jacobian = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(displacement))
+    jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(displacement))
     return float((jacobian <= 0).mean())
 
 

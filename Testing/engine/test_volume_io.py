@@ -24,7 +24,7 @@ def _image(array: np.ndarray) -> sitk.Image:
 
 def test_float_labels_holding_whole_numbers_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "label.nii.gz"
-    sitk.WriteImage(_image(np.array([[[0, 2], [41, 2]]] * 3, np.float32)), str(path))
+    sitk.WriteImage(_image(np.tile(np.array([[[0, 2], [41, 2]]], np.float32), (4, 2, 2))), str(path))
     label = read_label(path)
     assert label.GetPixelID() == sitk.sitkUInt16
     assert sorted(np.unique(sitk.GetArrayFromImage(label))) == [0, 2, 41]
@@ -32,7 +32,7 @@ def test_float_labels_holding_whole_numbers_are_accepted(tmp_path: Path) -> None
 
 def test_negative_label_ids_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "label.nii.gz"
-    sitk.WriteImage(_image(np.full((3, 3, 3), -1, np.int16)), str(path))
+    sitk.WriteImage(_image(np.full((4, 4, 4), -1, np.int16)), str(path))
     with pytest.raises(InputError, match="outside 0..65535"):
         read_label(path)
 
@@ -47,7 +47,7 @@ def test_cropped_label_on_the_image_lattice_is_padded_exactly() -> None:
 
 
 def test_seg_nrrd_segment_names_and_colours(tmp_path: Path) -> None:
-    label = _image(np.array([[[0, 3], [5, 3]]] * 2, np.uint8))
+    label = _image(np.tile(np.array([[[0, 3], [5, 3]]], np.uint8), (4, 2, 2)))
     for index, (value, name, color) in enumerate(((3, "liver", "1 0 0"), (5, "spleen", "0 0.5 1"))):
         label.SetMetaData(f"Segment{index}_LabelValue", str(value))
         label.SetMetaData(f"Segment{index}_Name", name)
@@ -61,7 +61,7 @@ def test_seg_nrrd_segment_names_and_colours(tmp_path: Path) -> None:
 
 
 def test_generic_ids_do_not_get_brain_names() -> None:
-    table = build_label_table(_image(np.array([[[0, 1], [2, 3]]] * 2, np.uint8)), "x.nii.gz")
+    table = build_label_table(_image(np.tile(np.array([[[0, 1], [2, 3]]], np.uint8), (4, 2, 2))), "x.nii.gz")
     assert [e.name for e in table] == ["Label 1", "Label 2", "Label 3"]
 
 
