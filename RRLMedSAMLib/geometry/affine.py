@@ -64,7 +64,20 @@ def prealign_to_atlas(
     itself, the scan on its own axes) to keep this fast. A moments-based centring starts a rigid
     stage; a few initial rotations about the atlas's centre are tried at the coarsest level only
     and the best metric wins; the rigid result then seeds a full multi-resolution affine stage.
+    The optimisation runs single-threaded: ITK's multi-threaded metric sums in a varying order,
+    which made repeated runs on near-symmetric images pick different local optima.
     """
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _prealign(atlas_image, scan, grid, iterations, seed)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _prealign(
+    atlas_image: sitk.Image, scan: sitk.Image, grid: WorkingGrid, iterations: int, seed: int
+) -> sitk.AffineTransform:
     atlas = sitk.Resample(atlas_image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     atlas = _normalized(atlas)
     scan_small = _normalized(_downsample(scan, grid.spacing_mm))
@@ -86,10 +99,10 @@ def prealign_to_atlas(
 
 
 def _preferred_start(candidates: list[tuple[float, sitk.Transform]]) -> sitk.Transform:
-    """The unrotated start unless another start's metric (lower is better) beats it by 10 %."""
+    """The unrotated start unless another start's metric (lower is better) beats it by 25 %."""
     unrotated_metric, unrotated = candidates[0]
     metric, transform = min(candidates, key=lambda item: item[0])
-    return transform if metric < unrotated_metric - 0.1 * abs(unrotated_metric) else unrotated
+    return transform if metric < unrotated_metric - 0.25 * abs(unrotated_metric) else unrotated
 
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
