@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -55,11 +54,3 @@ def volume_array(node) -> np.ndarray:
     """Voxels of a volume node as (k, j, i)."""
     image = node.GetImageData()
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
-
-
-def engine_has(command: str) -> bool:
-    """Whether ``python -m RRLMedSAMLib <command> --help`` works in this environment."""
-    result = subprocess.run(
-        [sys.executable, "-m", "RRLMedSAMLib", command, "--help"], capture_output=True, text=True, cwd=REPO_ROOT
-    )
-    return result.returncode == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from slicer_test_helpers import REPO_ROOT, add_volume, engine_has, require_slicer, slicer, volume_array
+from slicer_test_helpers import REPO_ROOT, add_volume, require_slicer, slicer, volume_array
 
 require_slicer()
 
@@ -63,7 +63,6 @@ def run(command: list[str], timeout_s: float = 900.0):
     return events
 
 
-@pytest.mark.skipif(not engine_has("train") or not engine_has("segment"), reason="engine train/segment not available yet")
 def test_atlas_to_engine_to_segmentation_nodes(scene, tmp_path):
     atlas_image, atlas_labels = phantom((0, 0, 0), seed=1)
     atlas = add_volume(scene, atlas_image, "Atlas T1", geometry((5.0, -3.0, 2.0)))
