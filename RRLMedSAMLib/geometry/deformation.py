@@ -78,8 +78,14 @@ def warp_atlas_to_scan(atlas: sitk.Image, displacement: sitk.Image, is_label: bo
 
 
 def folding_fraction(displacement: sitk.Image) -> float:
-    """Fraction of voxels where the mapping ``x -> x + u(x)`` folds (Jacobian determinant <= 0)."""
+    """Fraction of voxels where the mapping ``x -> x + u(x)`` folds (Jacobian determinant <= 0).
+
+    The outermost voxel layer is left out: there the derivatives are one-sided (ITK assumes a
+    zero normal derivative), which reports folds that the field does not have.
+    """
     jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(displacement))
+    if min(jacobian.shape) > 2:
+        jacobian = jacobian[1:-1, 1:-1, 1:-1]
     return float((jacobian <= 0).mean())
 
 
