@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
-from tiny_case import REPO, engine, train_args
+from tiny_case import assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 STEPS = ("--registration-steps", "40", "--segmentation-steps", "16")
-
-
-def _start(case: dict[str, Path], out: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen(
-        [sys.executable, "-m", "RRLMedSAMLib", *train_args(case, out, *STEPS, *extra)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def _wait_for_step(run: Path, stage: str, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    log = run / "progress.jsonl"
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"training ended before {stage} step {step}: {process.stderr.read()}"
-        if log.exists():
-            for line in log.read_text().splitlines():
-                event = json.loads(line)
-                if event["stage"] == stage and event["event"] == "progress" and event["step"] >= step:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"{stage} step {step} not reached in {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +22,14 @@ def reference(tiny_case: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return out
 
 
-def _copy_prepared(reference: Path, out: Path) -> None:
-    """Start from the reference's prepared data (affine pre-alignment is multi-threaded ITK, not bitwise repeatable)."""
-    shutil.copytree(reference, out, ignore=shutil.ignore_patterns("checkpoints", "model*", "pseudo_labels*", "progress.jsonl"))
-
-
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM])
 def test_interrupted_training_resumes_to_identical_weights(
     tiny_case: dict[str, Path], reference: Path, tmp_path: Path, kill_signal: int
 ) -> None:
     out = tmp_path / "run"
-    _copy_prepared(reference, out)
-    process = _start(tiny_case, out, "--resume")
-    _wait_for_step(out, "registration", 9, process)
+    copy_prepared(reference, out)
+    process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
+    wait_for_step(out, "registration", 9, process)
     process.send_signal(kill_signal)
     code = process.wait(timeout=60)
     assert not (out / "model.safetensors").exists()
@@ -72,17 +39,14 @@ def test_interrupted_training_resumes_to_identical_weights(
         assert "resume" in process.stderr.read().lower()
     resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected, actual = load_file(str(reference / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        assert (expected[key] == actual[key]).all(), key
+    assert_same_weights(reference, out)
 
 
 def test_sigterm_checkpoints_the_last_completed_step(tiny_case: dict[str, Path], reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    _copy_prepared(reference, out)
-    process = _start(tiny_case, out, "--resume")
-    _wait_for_step(out, "registration", 6, process)
+    copy_prepared(reference, out)
+    process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
+    wait_for_step(out, "registration", 6, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130
     from RRLMedSAMLib.training.checkpoint import read_checkpoint

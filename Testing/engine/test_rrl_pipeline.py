@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from safetensors.torch import load_file
 
-from tiny_case import LABEL_IDS, REPO, engine, train_args
+from tiny_case import LABEL_IDS, assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 #: Long enough a stage 2 to interrupt it reliably, short enough for CI.
 STEPS = ("--teacher", "tiny", "--registration-steps", "8", "--distill-steps", "3", "--pretrain-steps", "4",
@@ -74,35 +68,15 @@ def test_segment_writes_the_prompt_mask_on_the_native_grid(tiny_case: dict[str, 
     assert qc["method"] == "rrl" and qc["prompt_mask"] == "prompt_mask.nii.gz" and "deformable" in qc["registration"]
 
 
-def _wait_for_step(run: Path, stage: str, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"training ended before {stage} step {step}: {process.stderr.read()}"
-        log = run / "progress.jsonl"
-        if log.exists():
-            for line in log.read_text().splitlines():
-                event = json.loads(line)
-                if event["stage"] == stage and event["event"] == "progress" and event["step"] >= step:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"{stage} step {step} not reached in {timeout} s")
-
-
 def test_sigterm_in_stage_2_resumes_to_identical_weights(tiny_case: dict[str, Path], rrl_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    shutil.copytree(rrl_run, out, ignore=shutil.ignore_patterns("checkpoints", "model*", "pseudo_labels*", "progress.jsonl"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "RRLMedSAMLib", *train_args(tiny_case, out, *STEPS, "--resume")],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    _wait_for_step(out, "joint_stage2", 2, process)
+    copy_prepared(rrl_run, out)
+    process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
+    wait_for_step(out, "joint_stage2", 2, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130
     assert not (out / "model.safetensors").exists()
     assert (out / "checkpoints" / "joint_stage2.safetensors").exists()
     resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected, actual = load_file(str(rrl_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        assert (expected[key] == actual[key]).all(), key
+    assert_same_weights(rrl_run, out)

@@ -7,13 +7,17 @@ do. Label ids are deliberately not 1..N (5, 9, 12) to check that ids survive the
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_IDS = (5, 9, 12)
@@ -89,3 +93,45 @@ def train_args(case: dict[str, Path], out: Path, *extra: str) -> list[str]:
         "train", "--atlas-image", str(case["atlas_image"]), "--atlas-label", str(case["atlas_label"]),
         "--images", str(case["scan_a"]), str(case["scan_b"]), "--out", str(out), "--preset", "tiny", *extra,
     ]
+
+
+def start_training(args: list[str]) -> subprocess.Popen:
+    """Start ``python -m RRLMedSAMLib ARGS`` in the background (stderr captured, stdout discarded)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "RRLMedSAMLib", *args], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_step(run: Path, stage: str, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Block until ``run/progress.jsonl`` reports ``step`` of ``stage`` (the process must still be running)."""
+    deadline = time.monotonic() + timeout
+    log = run / "progress.jsonl"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"training ended before {stage} step {step}: {process.stderr.read()}"
+        if log.exists():
+            for line in log.read_text().splitlines():
+                event = json.loads(line)
+                if event["stage"] == stage and event["event"] == "progress" and event["step"] >= step:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{stage} step {step} not reached in {timeout} s")
+
+
+def copy_prepared(finished_run: Path, out: Path) -> None:
+    """A run folder holding only ``finished_run``'s configuration and prepared data (no training yet).
+
+    Resume tests start from the same prepared data as their reference: the affine pre-alignment
+    (ITK) is not bitwise repeatable, everything after it is.
+    """
+    shutil.copytree(finished_run, out, ignore=shutil.ignore_patterns("checkpoints", "model*", "pseudo_labels*", "progress.jsonl"))
+
+
+def assert_same_weights(expected_run: Path, actual_run: Path) -> None:
+    """Both runs' ``model.safetensors`` hold identical tensors."""
+    expected = load_file(str(expected_run / "model.safetensors"))
+    actual = load_file(str(actual_run / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert (expected[key] == actual[key]).all(), key
