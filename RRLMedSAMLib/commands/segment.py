@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Validate every scan first (a bad one stops the run before anything is written), then segment.
+
+    Scans are read again one at a time while segmenting, so memory holds one scan, not all of them.
+    """
     check_scan_paths(args.image)
     device = resolve_device(args.device)
     model = load_trained_model(args.model, device)
