@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registration-steps", type=int, help="override the preset's registration steps")
     parser.add_argument("--segmentation-steps", type=int, help="override the preset's segmentation steps")
     parser.add_argument("--grid-size", type=int, help="override the working grid's longest side (voxels)")
+    parser.add_argument("--no-atlas-prior", dest="atlas_prior", action="store_false", default=None,
+                        help="segmentation networks segment alone instead of correcting the warped atlas label")
     add_method_arguments(parser)
 
 
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             "registration_steps": args.registration_steps,
             "segmentation_steps": args.segmentation_steps,
             "grid_size": args.grid_size,
+            "atlas_prior": args.atlas_prior,
         },
         method=args.method,
         rrl=method_overrides(args),

@@ -122,3 +122,13 @@ def map_probabilities_to_scan(
             best_class[better] = index
     assert best_class is not None
     return best_class
+
+
+def map_changes_to_scan(
+    changed: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image, atlas_to_scan: sitk.Transform
+) -> np.ndarray:
+    """Working-grid mask ``(D, H, W)`` -> bool ``(z, y, x)`` on the scan grid (nearest; False outside the grid)."""
+    image = sitk.GetImageFromArray(changed.astype(np.uint8))
+    image.CopyInformation(grid.reference_image())
+    resampled = sitk.Resample(image, scan_reference, atlas_to_scan.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(resampled).astype(bool)

@@ -6,6 +6,9 @@
   (unprompted for ``rrl-no-prompt``), gives the segmentation.
 * ``autosam``: SAM teacher features of the scan (cached) -> head, slice by slice; no deformable
   registration (zero network displacement: the outputs' deformation is the affine alone).
+
+Runs trained with the atlas prior fuse the segmentation logits with the atlas label warped by the
+predicted displacement (:mod:`RRLMedSAMLib.models.atlas_prior`) and return that prior as well.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from RRLMedSAMLib.models.atlas_prior import fuse_with_prior, one_hot
 from RRLMedSAMLib.models.sam_teacher import SamTeacher
+from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.autosam_stage import predict_autosam_volume
 from RRLMedSAMLib.training.methods import Method
@@ -35,12 +40,15 @@ class Prediction:
         prompt: the general branch's probabilities ``(K, D, H, W)`` (RRL family), else ``None``.
         ddf: atlas->scan displacement ``(1, 3, D, H, W)`` in working-grid voxels.
         registration: how the deformation was obtained (for ``qc.json``).
+        prior: the warped atlas label ``(K, D, H, W)`` (soft one-hot) that ``probabilities`` were
+            fused with, else ``None``.
     """
 
     probabilities: np.ndarray
     prompt: np.ndarray | None
     ddf: torch.Tensor
     registration: str
+    prior: np.ndarray | None = None
 
 
 @dataclass
@@ -52,6 +60,7 @@ class PredictorInputs:
     networks: dict[str, torch.nn.Module]
     atlas_working: np.ndarray
     device: torch.device
+    atlas_classes: np.ndarray | None = None
     teacher: SamTeacher | None = None
     cache: TeacherFeatureCache | None = None
 
@@ -60,13 +69,23 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
     return torch.softmax(logits, dim=1)[0].float().cpu().numpy()
 
 
+def _segmentation(inputs: PredictorInputs, logits: torch.Tensor, ddf: torch.Tensor, prompt: np.ndarray | None) -> Prediction:
+    """The prediction from segmentation ``logits`` ``(1, K, D, H, W)``, fused with the warped atlas when the run says so."""
+    if not inputs.preset.atlas_prior:
+        return Prediction(_softmax(logits), prompt, ddf, REGISTRATION_DEFORMABLE)
+    assert inputs.atlas_classes is not None
+    atlas = one_hot(torch.from_numpy(inputs.atlas_classes)[None, None].to(ddf.device), logits.shape[1])
+    prior = SpatialTransformer()(atlas, ddf)
+    fused = _softmax(fuse_with_prior(logits, prior))
+    return Prediction(fused, prompt, ddf, REGISTRATION_DEFORMABLE, prior[0].float().cpu().numpy())
+
+
 def predict_plain(inputs: PredictorInputs, scan_working: np.ndarray) -> Prediction:
     """Plain: registration network + plain segmentation network on the working-grid scan ``(D, H, W)``."""
     fixed = torch.from_numpy(scan_working)[None, None].to(inputs.device)
     ddf = register_atlas_to_scan(inputs.networks["registration"], inputs.atlas_working, scan_working, inputs.preset, inputs.device)
     with torch.no_grad():
-        probabilities = _softmax(inputs.networks["segmentation"](fixed))
-    return Prediction(probabilities, None, ddf, REGISTRATION_DEFORMABLE)
+        return _segmentation(inputs, inputs.networks["segmentation"](fixed), ddf, None)
 
 
 def predict_rrl(inputs: PredictorInputs, scan_working: np.ndarray) -> Prediction:
@@ -78,7 +97,7 @@ def predict_rrl(inputs: PredictorInputs, scan_working: np.ndarray) -> Prediction
         prompt = torch.softmax(networks["general_decoder"](networks["general_encoder"](fixed)), dim=1)
         medical = networks["registration"].encoder(fixed)
         logits = networks["ap_decoder"](medical, prompt if inputs.method.prompt else None)
-    return Prediction(_softmax(logits), prompt[0].float().cpu().numpy(), ddf, REGISTRATION_DEFORMABLE)
+        return _segmentation(inputs, logits, ddf, prompt[0].float().cpu().numpy())
 
 
 def predict_autosam(inputs: PredictorInputs, scan_working: np.ndarray) -> Prediction:

@@ -7,6 +7,11 @@ resampling direction), ``qc.json`` (method, how the registration was made, foldi
 per-label volumes, timings) and, for the RRL methods, ``prompt_mask.nii.gz`` (the general branch's
 mask that prompted the AP decoder, atlas ids). What the networks do per method is in
 :mod:`RRLMedSAMLib.inference.predictors`.
+
+Atlas-prior runs keep the registration-only label at the scan's full resolution wherever the
+network agrees with the warped atlas, and take the network's (fused) class only in the
+working-grid voxels where it overturned the prior: with a silent network the segmentation is
+exactly ``warped_atlas_label``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import torch
 
 from RRLMedSAMLib.geometry.affine import prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import (
-    compose_scan_displacement, folding_fraction, map_probabilities_to_scan, warp_atlas_to_scan, write_displacement_field,
+    compose_scan_displacement, folding_fraction, map_changes_to_scan, map_probabilities_to_scan, warp_atlas_to_scan,
+    write_displacement_field,
 )
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
@@ -33,7 +39,7 @@ from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method
 from RRLMedSAMLib.training.networks import build_method_networks
-from RRLMedSAMLib.training.prepare import classes_to_labels
+from RRLMedSAMLib.training.prepare import classes_to_labels, labels_to_classes
 from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
 from RRLMedSAMLib.training.teacher_features import build_teacher
@@ -75,7 +81,8 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
     for module in networks.values():
         module.to(device).eval()
     atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    inputs = PredictorInputs(method, preset, networks, atlas_working, device)
+    atlas_classes = labels_to_classes(resample_to_grid(atlas_label, grid, is_label=True), config["label_ids"])
+    inputs = PredictorInputs(method, preset, networks, atlas_working, device, atlas_classes.astype(np.int64))
     if method.family == "autosam":
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
@@ -104,9 +111,11 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
 
     tick = time.perf_counter()
     displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
-    segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
-    prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
+    segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
+    if prediction.prior is not None:
+        segmentation = _overrule(model, segmentation, warped_label, prediction.probabilities, prediction.prior, scan, atlas_to_scan)
+    prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
     timings["resampling_s"] = time.perf_counter() - tick
 
@@ -136,6 +145,18 @@ def _labelmap(
     labelmap = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
     labelmap.CopyInformation(scan)
     return labelmap
+
+
+def _overrule(
+    model: TrainedModel, fused: sitk.Image, registration: sitk.Image, probabilities: np.ndarray, prior: np.ndarray,
+    scan: sitk.Image, atlas_to_scan: sitk.Transform,
+) -> sitk.Image:
+    """The registration label, replaced by ``fused`` where the network overturned the prior (working-grid argmax)."""
+    changed = map_changes_to_scan(probabilities.argmax(axis=0) != prior.argmax(axis=0), model.grid, scan, atlas_to_scan)
+    labels = np.where(changed, sitk.GetArrayViewFromImage(fused), sitk.GetArrayViewFromImage(registration))
+    result = sitk.GetImageFromArray(labels.astype(sitk.GetArrayViewFromImage(fused).dtype))
+    result.CopyInformation(scan)
+    return result
 
 
 def _quality_report(

@@ -29,6 +29,8 @@ class Preset:
         segmentation_patch: side (voxels) of the random patches segmentation trains on; 0 = whole grid.
         instance_optimization_steps: per-pair refinement iterations after the registration network
             (pseudo labels and segment); 0 = network only.
+        atlas_prior: the segmentation networks correct the warped atlas label (a prior fused with
+            their logits, see :mod:`RRLMedSAMLib.models.atlas_prior`) instead of segmenting alone.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Preset:
     affine_iterations: int = 100
     segmentation_patch: int = 0
     instance_optimization_steps: int = 50
+    atlas_prior: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +56,7 @@ class Preset:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["channels"] = tuple(values["channels"])
+        values.setdefault("atlas_prior", False)
         return cls(**values)
 
 

@@ -96,7 +96,7 @@ class RRLSettings:
 #: Stage lengths per preset: (distill_steps, pretrain_steps, joint_steps, autosam_steps).
 STAGE_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
     "tiny": (4, 6, 8, 6),
-    "fast": (50, 100, 200, 300),
+    "fast": (50, 60, 120, 300),
     "standard": (300, 1000, 1500, 1500),
     "full": (1000, 3000, 5000, 3000),
 }

@@ -18,6 +18,11 @@ so a run resumes exactly at any stage):
    (medical encoder + AP decoder prompted by the general branch's detached softmax), a
    registration term every few steps, one Adam over everything, then mutual-EMA.
 
+With the atlas prior (the default, :mod:`RRLMedSAMLib.models.atlas_prior`) the AP decoder's
+logits are fused with a perturbed copy of the target before its loss in stages 4 and 6: the
+medical branch learns to correct the warped atlas label. The general branch (the prompt) segments
+alone.
+
 Without a teacher (or for ``rrl-no-distill``) steps 1-2 are skipped and the general encoder starts
 stage 2 as a copy of the pre-trained medical encoder.
 """
@@ -29,6 +34,7 @@ import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
+from RRLMedSAMLib.models.atlas_prior import fuse_with_prior, perturbed_prior, torch_generator
 from RRLMedSAMLib.models.distillation_losses import DistillationCriterion
 from RRLMedSAMLib.models.mutual_ema import MutualEMA
 from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
@@ -71,6 +77,16 @@ def make_distill_step(
     return step
 
 
+def medical_logits(
+    logits: torch.Tensor, targets: torch.Tensor, ctx: TrainingContext, rng: np.random.Generator
+) -> torch.Tensor:
+    """The AP decoder's logits, fused with a perturbed prior of ``targets`` when the run uses the atlas prior."""
+    if not ctx.preset.atlas_prior:
+        return logits
+    generator = torch_generator(int(rng.integers(2**62)))
+    return fuse_with_prior(logits, perturbed_prior(targets, ctx.data.num_classes, generator))
+
+
 def make_medical_pretrain_step(
     registration: nn.Module, ap_decoder: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainingContext
 ):
@@ -90,7 +106,7 @@ def make_medical_pretrain_step(
         with torch.no_grad():
             pseudo = warp(atlas_one_hot, ddf.detach()).argmax(dim=1, keepdim=True)
         targets = torch.cat([atlas_classes, pseudo], dim=0)
-        logits = ap_decoder(features, None)
+        logits = medical_logits(ap_decoder(features, None), targets, ctx, rng)
         seg = segmentation_loss(logits, targets)
         loss = registration_loss + seg
         optimizer.zero_grad(set_to_none=True)
@@ -129,7 +145,7 @@ def make_joint_step(
         logits_general = general_decoder(general(images))
         loss_general = segmentation_loss(logits_general, targets)
         prompt = torch.softmax(logits_general, dim=1).detach() if ctx.method.prompt else None
-        logits_medical = ap_decoder(registration.encoder(images), prompt)
+        logits_medical = medical_logits(ap_decoder(registration.encoder(images), prompt), targets, ctx, rng)
         loss_medical = segmentation_loss(logits_medical, targets)
         loss = loss_general + loss_medical
         losses = {"general": float(loss_general.detach()), "medical": float(loss_medical.detach())}

@@ -1,8 +1,10 @@
 """Segmentation training on the atlas (true label) and the scans (pseudo labels).
 
 Each step draws two volumes (the atlas with probability ``atlas_probability``, else a scan with
-its pseudo label), augments them, and minimises Dice + cross-entropy. The reported Dice is the
-mean foreground Dice of the batch against its (pseudo) labels.
+its pseudo label), augments them, and minimises Dice + cross-entropy. With the atlas prior
+(:mod:`RRLMedSAMLib.models.atlas_prior`) the loss is taken on the network's logits fused with a
+randomly perturbed copy of the target, so the network learns corrections of a registration prior.
+The reported Dice is the mean foreground Dice of the (fused) batch against its (pseudo) labels.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from RRLMedSAMLib.models.atlas_prior import fuse_with_prior, perturbed_prior, torch_generator
 from RRLMedSAMLib.training.augmentation import augment, make_augmentation
 from RRLMedSAMLib.training.prepare import PreparedData
 from RRLMedSAMLib.training.stage_runner import StepResult
@@ -54,11 +57,13 @@ def make_segmentation_step(
     batch_size: int = 2,
     atlas_probability: float = 0.25,
     patch_size: int = 0,
+    atlas_prior: bool = False,
 ):
     """Per-step function: ``forward`` maps images ``(B, 1, D, H, W)`` to logits ``(B, K, D, H, W)``.
 
     ``patch_size`` > 0 trains on random cubic patches (the network is fully convolutional and
-    segments whole working-grid volumes at inference).
+    segments whole working-grid volumes at inference). ``atlas_prior`` fuses the logits with a
+    perturbed prior before the loss.
     """
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     transform = make_augmentation(patch_size)
@@ -69,6 +74,9 @@ def make_segmentation_step(
         images = torch.stack([p[0] for p in pairs]).to(device)
         targets = torch.stack([p[1] for p in pairs]).to(device)
         logits = forward(images)
+        if atlas_prior:
+            generator = torch_generator(int(rng.integers(2**62)))
+            logits = fuse_with_prior(logits, perturbed_prior(targets, data.num_classes, generator))
         loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

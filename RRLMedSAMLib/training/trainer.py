@@ -194,7 +194,7 @@ def train_plain(ctx: TrainingContext) -> dict[str, nn.Module]:
     seg_optimizer = torch.optim.Adam(segmentation.parameters(), lr=preset.learning_rate)
     ctx.stage("segmentation", preset.segmentation_steps,
               make_segmentation_step(segmentation, seg_optimizer, ctx.data, pseudo_labels, device,
-                                     patch_size=preset.segmentation_patch),
+                                     patch_size=preset.segmentation_patch, atlas_prior=preset.atlas_prior),
               {"segmentation": segmentation}, {"adam": seg_optimizer})
     return networks
 

@@ -1,0 +1,87 @@
+"""The atlas prior: perturbed training priors, fusion, and how segment combines network and registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, fuse_with_prior, one_hot, perturbed_prior, torch_generator
+from RRLMedSAMLib.training.presets import PRESETS, Preset
+
+
+def _classes() -> torch.Tensor:
+    classes = torch.zeros((2, 1, 16, 16, 16), dtype=torch.long)
+    classes[:, :, 4:12, 4:12, 4:12] = 1
+    classes[:, :, 6:10, 6:10, 6:10] = 2
+    return classes
+
+
+def test_unperturbed_prior_is_the_one_hot_target() -> None:
+    prior = perturbed_prior(_classes(), 3, torch_generator(0), max_voxels=0.0)
+    assert torch.equal(prior.argmax(dim=1, keepdim=True), _classes())
+    assert torch.equal(prior, one_hot(_classes(), 3))
+
+
+def test_perturbed_prior_is_a_deterministic_soft_distribution_that_moves_boundaries() -> None:
+    first = perturbed_prior(_classes(), 3, torch_generator(7), max_voxels=2.0)
+    again = perturbed_prior(_classes(), 3, torch_generator(7), max_voxels=2.0)
+    other = perturbed_prior(_classes(), 3, torch_generator(8), max_voxels=2.0)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert torch.allclose(first.sum(dim=1), torch.ones(2, 16, 16, 16), atol=1e-5)
+    assert (first.argmax(dim=1, keepdim=True) != _classes()).any()
+
+
+def test_fusion_keeps_the_prior_unless_the_logits_outweigh_the_floor() -> None:
+    prior = one_hot(_classes(), 3)
+    assert torch.equal(fuse_with_prior(torch.zeros_like(prior), prior).argmax(dim=1, keepdim=True), _classes())
+    margin = float(np.log((1.0 + PRIOR_FLOOR) / PRIOR_FLOOR))
+    weak = torch.zeros_like(prior)
+    weak[:, 0] = 0.9 * margin
+    assert torch.equal(fuse_with_prior(weak, prior).argmax(dim=1, keepdim=True), _classes())
+    strong = torch.zeros_like(prior)
+    strong[:, 0] = 1.1 * margin
+    assert (fuse_with_prior(strong, prior).argmax(dim=1) == 0).all()
+
+
+def test_runs_from_before_the_prior_read_as_without_it() -> None:
+    stored = PRESETS["tiny"].to_dict()
+    assert Preset.from_dict(stored).atlas_prior
+    del stored["atlas_prior"]
+    assert not Preset.from_dict(stored).atlas_prior
+
+
+def _segmentation_head(model) -> torch.nn.Conv3d:
+    """The last 1x1x1 convolution producing the final segmentation logits."""
+    network = model.networks["ap_decoder" if model.method.family == "rrl" else "segmentation"]
+    heads = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d) and m.out_channels == len(model.label_ids) + 1]
+    return heads[-1]
+
+
+@pytest.mark.parametrize("favoured_class", [None, 1])
+def test_segment_keeps_registration_where_the_network_is_silent(
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, favoured_class: int | None
+) -> None:
+    """Zero logits give exactly ``warped_atlas_label``; logits far above the floor overrule it."""
+    model = load_trained_model(tiny_run, torch.device("cpu"))
+    assert model.preset.atlas_prior
+    head = _segmentation_head(model)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        if favoured_class is not None:
+            head.bias[favoured_class] = 50.0
+    folder = segment_scan(model, tiny_case["scan_a"], tmp_path)
+    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "segmentation.nii.gz")))
+    registration = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "warped_atlas_label.nii.gz")))
+    if favoured_class is None:
+        np.testing.assert_array_equal(segmentation, registration)
+    else:
+        favoured_id = model.label_ids[favoured_class - 1]
+        assert (segmentation == favoured_id).mean() > 0.5
+        assert (segmentation == favoured_id).sum() > (registration == favoured_id).sum()
