@@ -10,9 +10,14 @@ of ``--repeats`` timed runs is reported):
   equivalent of that stack of slices - time / number of slices. The student is 3-D, so "per slice"
   means "per slice of a volume it processes as a whole".
 
+With ``--volume N`` both encode the same working-grid volume ``N``³ the way training does: the
+teacher slice by slice, each slice resized to ``--slice-size`` (``SamTeacher.encode_volume``, the
+code path of the teacher-feature stage), the student the whole ``N``³ volume at its own grid;
+both times are divided by the ``N`` slices.
+
 Random weights: timings do not depend on the values. Usage::
 
-    python bench/teacher_vs_student.py [--slice-size 128] [--slices 16] [--batch 8] [--device cpu]
+    python bench/teacher_vs_student.py [--slice-size 128] [--slices 16 | --volume 64] [--batch 8] [--device cpu]
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slice-size", type=int, default=128)
     parser.add_argument("--slices", type=int, default=16, help="slices per volume (a multiple of 16 for Encoder3D)")
+    parser.add_argument("--volume", type=int, default=0,
+                        help="encode one N^3 working-grid volume as training does (teacher resizes slices)")
     parser.add_argument("--batch", type=int, default=8, help="teacher slices per forward pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -57,11 +64,19 @@ def main() -> None:
 
     teacher = SamTeacher.random("vit_b", slice_size=args.slice_size, batch_size=args.batch).to(device)
     student = Encoder3D().to(device).eval()
-    slices = torch.rand(args.slices, args.slice_size, args.slice_size)
-    volume = slices[None, None].to(device)
+    if args.volume:
+        args.slices = args.volume
+        grid = torch.rand(args.volume, args.volume, args.volume)
+        volume = grid[None, None].to(device)
 
-    def run_teacher() -> None:
-        teacher.encode_slices(slices)
+        def run_teacher() -> None:
+            teacher.encode_volume(grid)
+    else:
+        slices = torch.rand(args.slices, args.slice_size, args.slice_size)
+        volume = slices[None, None].to(device)
+
+        def run_teacher() -> None:
+            teacher.encode_slices(slices)
 
     def run_student() -> None:
         with torch.inference_mode():
@@ -74,6 +89,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "slice_size": args.slice_size,
         "slices": args.slices,
+        "student_input": list(volume.shape[2:]),
         "teacher_batch": args.batch,
         "teacher_params": count_parameters(teacher.encoder),
         "student_params": count_parameters(student),
@@ -84,7 +100,7 @@ def main() -> None:
     print(
         f"teacher vit_b ({result['teacher_params']:,} params) at {args.slice_size}x{args.slice_size}: "
         f"{result['teacher_ms_per_slice']} ms/slice | Encoder3D ({result['student_params']:,} params) on "
-        f"(1, 1, {args.slices}, {args.slice_size}, {args.slice_size}): {result['student_ms_per_slice']} ms/slice "
+        f"{tuple(volume.shape)}: {result['student_ms_per_slice']} ms/slice "
         f"| ratio {result['teacher_over_student']} [{device}, {result['threads']} threads]"
     )
     print(json.dumps(result))

@@ -115,6 +115,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     if prediction.prior is not None:
         segmentation = _overrule(model, segmentation, warped_label, prediction.probabilities, prediction.prior, scan, atlas_to_scan)
+    changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
     timings["resampling_s"] = time.perf_counter() - tick
@@ -132,6 +133,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         timings["writing_s"] = time.perf_counter() - tick
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
         report |= {"method": model.method.name, "registration": prediction.registration,
+                   "atlas_prior": model.preset.atlas_prior, "voxels_differing_from_registration": changed,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
         write_json_atomic(folder / "qc.json", report)
     return Path(out_root) / name

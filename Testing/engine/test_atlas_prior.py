@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,9 @@ def test_segment_keeps_registration_where_the_network_is_silent(
     folder = segment_scan(model, tiny_case["scan_a"], tmp_path)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "segmentation.nii.gz")))
     registration = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "warped_atlas_label.nii.gz")))
+    qc = json.loads((folder / "qc.json").read_text())
+    assert qc["atlas_prior"] is True
+    assert qc["voxels_differing_from_registration"] == int((segmentation != registration).sum())
     if favoured_class is None:
         np.testing.assert_array_equal(segmentation, registration)
     else:
