@@ -11,6 +11,9 @@ Plans (the GPU plan is the real benchmark; the CPU plan is sized for about an ho
 ``cpu``    preset ``fast`` (64-voxel grid) with shortened stages (:data:`CPU_STEPS`); prostate: every
            method on 4 scans; brain: core methods on 2 scans; OASIS A -> B; CT plumbing (2 cases).
 ``gpu``    preset ``standard`` (96-voxel grid), every scan, every method; ANTs still on the CPU.
+``table``  the one-shot table of the SAM-guided method on 2 cores: every scan of prostate and brain,
+           preset ``fast`` with :data:`CPU_STEPS`; registration-only, plain, RRL-MedSAM, its ablations,
+           the AutoSAM heads and affine (ANTs SyN on prostate only: on brain it costs ~2 min a scan).
 ``quick``  tiny preset and short ANTs schedules on 2 scans of each dataset: a smoke run (minutes).
 """
 
@@ -38,7 +41,8 @@ from RRLMedSAMLib.training.device import resolve_device
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data"
 CORE = ("affine", "ants-syn", "registration-only", "plain")
-ALL = (*CORE, "rrl", "rrl-no-distill", "rrl-no-ema", "rrl-no-prompt", "autosam-vit", "autosam-cnn", "autosam-linear")
+SAM_GUIDED = ("rrl", "rrl-no-distill", "rrl-no-ema", "rrl-no-prompt", "autosam-vit", "autosam-cnn", "autosam-linear")
+ALL = (*CORE, *SAM_GUIDED)
 #: Stage lengths of the CPU plan (the ``fast`` preset's are 200/250 and 50/150/200/300).
 CPU_STEPS = ("--registration-steps", "60", "--segmentation-steps", "80", "--rrl-setting", "distill_steps=20",
              "--rrl-setting", "pretrain_steps=40", "--rrl-setting", "joint_steps=60",
@@ -69,6 +73,11 @@ PLANS: dict[str, list[Run]] = {
         Run("brain", "brain", "training_seg_01", ALL, None, ("--preset", "standard")),
         Run("oasis", "oasis", "oasis_A", (*CORE, "rrl"), None, ("--preset", "standard")),
         Run("ct", "ct", "ct_atlas", CORE, None, ("--preset", "standard")),
+    ],
+    "table": [
+        Run("prostate-all", "prostate", "case000000", ALL, None, ("--preset", "fast", *CPU_STEPS)),
+        Run("brain-all", "brain", "training_seg_01", ("affine", "registration-only", "plain", *SAM_GUIDED), None,
+            ("--preset", "fast", *CPU_STEPS)),
     ],
     "quick": [
         Run("prostate", "prostate", "case000000", (*CORE, "rrl"), 2, ("--quick",)),
