@@ -1,7 +1,7 @@
 """The standard benchmark runs: build the datasets, run every plan entry, copy the results into docs.
 
     python bench/run_standard.py --work DIR [--plan cpu|gpu|quick] [--device auto|cpu|cuda]
-                                 [--only prostate brain oasis ct] [--datasets DIR] [--teacher NAME]
+                                 [--only prostate brain oasis ct] [--methods M ...] [--datasets DIR] [--teacher NAME]
 
 ``DIR`` receives ``datasets/`` (built once, reused) and ``results/<run>/`` (everything, including
 predictions); the small result files (tables, JSON, PNG; no image data) are copied to
@@ -20,6 +20,7 @@ Plans (the GPU plan is the real benchmark; the CPU plan is sized for about an ho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", choices=list(PLANS), default="cpu", help="which plan (default: cpu)")
     parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda (default: auto)")
     parser.add_argument("--only", nargs="+", choices=["prostate", "brain", "oasis", "ct"], help="run only these")
+    parser.add_argument("--methods", nargs="+", help="run only these of each entry's methods (default: all of them)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
     parser.add_argument("--datasets", type=Path, help="built datasets (default: WORK/datasets)")
     parser.add_argument("--teacher", help="SAM teacher for the SAM-guided methods (default: the engine's)")
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.datasets = args.datasets or args.work / "datasets"
     runs = [r for r in PLANS[args.plan] if not args.only or r.dataset in args.only]
+    if args.methods:
+        runs = [dataclasses.replace(r, methods=tuple(m for m in r.methods if m in args.methods)) for r in runs]
+        runs = [r for r in runs if r.methods]
     ensure_datasets(args.datasets, args.data, {r.dataset for r in runs})
     device = str(resolve_device(args.device))
     common = ["--device", device] + (["--teacher", args.teacher] if args.teacher else [])

@@ -18,6 +18,16 @@ from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity
 INITIAL_ROTATIONS = ((0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, 0.0, -np.pi / 2), (np.pi, 0.0, 0.0))
 
 
+def sampling_seed(seed: int) -> int:
+    """The metric-sampling seed handed to ITK for the engine seed ``seed`` (>= 0).
+
+    ITK reads a seed of 0 as "seed from the wall clock", which made every pre-alignment draw new
+    sample points and, on ambiguous pairs, land in a different optimum from one run to the next.
+    Shifting by one keeps every engine seed, 0 included, reproducible.
+    """
+    return int(seed) + 1
+
+
 def _normalized(image: sitk.Image) -> sitk.Image:
     array = normalize_intensity(sitk.GetArrayFromImage(image))
     result = sitk.GetImageFromArray(array)
@@ -32,7 +42,7 @@ def _register(
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.15, seed)
+    method.SetMetricSamplingPercentage(0.15, sampling_seed(seed))
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
