@@ -74,6 +74,8 @@ def prealign_to_atlas(
     itself, the scan on its own axes) to keep this fast. A moments-based centring starts a rigid
     stage; a few initial rotations about the atlas's centre are tried at the coarsest level only
     and the best metric wins; the rigid result then seeds a full multi-resolution affine stage.
+    An affine result that mirrors or squashes the scan is dropped, and local correlation picks
+    the final pose among the stored geometry, the rigid and the affine result.
     The optimisation runs single-threaded: ITK's multi-threaded metric sums in a varying order,
     which made repeated runs on near-symmetric images pick different local optima.
     """
@@ -105,7 +107,51 @@ def _prealign(
     coarse = _preferred_start(candidates)
     rigid_result, _ = _register(atlas, scan_small, coarse, iterations, seed, shrink_factors=(2, 1))
     affine_result, _ = _register(atlas, scan_small, as_affine(rigid_result), iterations, seed)
-    return as_affine(affine_result)
+    candidates = [sitk.AffineTransform(3), as_affine(rigid_result)]
+    affine = as_affine(affine_result)
+    if is_plausible_affine(affine):
+        candidates.append(affine)
+    return _best_by_local_correlation(atlas, scan_small, candidates)
+
+
+def _best_by_local_correlation(
+    atlas: sitk.Image, scan: sitk.Image, candidates: list[sitk.AffineTransform]
+) -> sitk.AffineTransform:
+    """The candidate whose resampled scan best matches the atlas by local normalised correlation.
+
+    Mutual information drives the optimisation (robust far from the optimum) but, over a cropped
+    atlas region, it can prefer a clearly wrong pose. Atlas and scans are of the same kind, so the
+    local correlation the registration network also uses arbitrates between the stored geometry
+    (identity), the rigid and the affine result; the last candidate with the best value wins ties.
+    """
+    scores = [_local_correlation(atlas, scan, transform) for transform in candidates]
+    best = min(range(len(candidates)), key=lambda i: (scores[i], -i))
+    return candidates[best]
+
+
+def _local_correlation(atlas: sitk.Image, scan: sitk.Image, transform: sitk.Transform) -> float:
+    """ITK's ANTS neighbourhood correlation (radius 2 voxels) of ``scan`` through ``transform``; lower is better."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsANTSNeighborhoodCorrelation(radius=2)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform)
+    return float(method.MetricEvaluate(atlas, scan))
+
+
+#: Limits on the singular values of an accepted affine matrix (scaling between two scans of one kind).
+SCALE_RANGE = (0.6, 1.6)
+
+
+def is_plausible_affine(transform: sitk.AffineTransform) -> bool:
+    """True when the matrix is a proper (no reflection), moderately scaled map.
+
+    Mutual information over a cropped atlas region can be raised by collapsing the scan along one
+    axis; such a result (singular values near 0, or a reflection) is anatomically meaningless.
+    """
+    matrix = np.asarray(transform.GetMatrix(), dtype=float).reshape(3, 3)
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    low, high = SCALE_RANGE
+    return bool(np.linalg.det(matrix) > 0 and singular.min() >= low and singular.max() <= high)
 
 
 def _preferred_start(candidates: list[tuple[float, sitk.Transform]]) -> sitk.Transform:
