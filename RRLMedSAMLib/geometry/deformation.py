@@ -124,11 +124,37 @@ def map_probabilities_to_scan(
     return best_class
 
 
-def map_changes_to_scan(
-    changed: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image, atlas_to_scan: sitk.Transform
+def fuse_correction_on_scan(
+    correction: np.ndarray, registration_classes: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image,
+    atlas_to_scan: sitk.Transform, floor: float,
 ) -> np.ndarray:
-    """Working-grid mask ``(D, H, W)`` -> bool ``(z, y, x)`` on the scan grid (nearest; False outside the grid)."""
-    image = sitk.GetImageFromArray(changed.astype(np.uint8))
-    image.CopyInformation(grid.reference_image())
-    resampled = sitk.Resample(image, scan_reference, atlas_to_scan.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(resampled).astype(bool)
+    """Atlas-prior fusion at the scan's own resolution; class index per scan voxel.
+
+    ``score_c(x) = log(prior_c(x) + floor) + correction_c(x)``, where the prior is the one-hot of
+    ``registration_classes`` (the registration-only label on the scan grid, ``(z, y, x)`` class
+    indices) and ``correction`` ``(K, D, H, W)`` the network's working-grid logits (any per-voxel
+    offset is harmless), resampled linearly through the pre-alignment (0 outside the grid). Class
+    by class with a running maximum, so memory stays at a few scan-sized arrays. With a zero
+    correction the result is exactly ``registration_classes``; boundaries the network leaves alone
+    keep the full-resolution registration, and those it moves move smoothly rather than by
+    working-grid blocks. Returns a uint16 ``(z, y, x)`` array.
+    """
+    scan_to_atlas = atlas_to_scan.GetInverse()
+    reference = grid.reference_image()
+    log_hit, log_miss = np.float32(np.log1p(floor)), np.float32(np.log(floor))
+    best_value = best_class = None
+    for index, class_map in enumerate(correction):
+        image = sitk.GetImageFromArray(class_map.astype(np.float32))
+        image.CopyInformation(reference)
+        sampled = sitk.GetArrayFromImage(
+            sitk.Resample(image, scan_reference, scan_to_atlas, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        )
+        sampled += np.where(registration_classes == index, log_hit, log_miss)
+        if best_value is None:
+            best_value, best_class = sampled, np.zeros(sampled.shape, np.uint16)
+        else:
+            better = sampled > best_value
+            best_value = np.where(better, sampled, best_value)
+            best_class[better] = index
+    assert best_class is not None
+    return best_class

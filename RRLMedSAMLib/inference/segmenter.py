@@ -8,10 +8,9 @@ per-label volumes, timings) and, for the RRL methods, ``prompt_mask.nii.gz`` (th
 mask that prompted the AP decoder, atlas ids). What the networks do per method is in
 :mod:`RRLMedSAMLib.inference.predictors`.
 
-Atlas-prior runs keep the registration-only label at the scan's full resolution wherever the
-network agrees with the warped atlas, and take the network's (fused) class only in the
-working-grid voxels where it overturned the prior: with a silent network the segmentation is
-exactly ``warped_atlas_label``.
+Atlas-prior runs fuse the network's correction with the registration-only label at the scan's
+full resolution (:func:`RRLMedSAMLib.geometry.deformation.fuse_correction_on_scan`): with a
+silent network the segmentation is exactly ``warped_atlas_label``.
 """
 
 from __future__ import annotations
@@ -27,14 +26,15 @@ import torch
 
 from RRLMedSAMLib.geometry.affine import prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import (
-    compose_scan_displacement, folding_fraction, map_changes_to_scan, map_probabilities_to_scan, warp_atlas_to_scan,
-    write_displacement_field,
+    compose_scan_displacement, folding_fraction, fuse_correction_on_scan, map_probabilities_to_scan,
+    warp_atlas_to_scan, write_displacement_field,
 )
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
+from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, correction_from_fused
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method
@@ -112,9 +112,10 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     tick = time.perf_counter()
     displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
-    segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
-    if prediction.prior is not None:
-        segmentation = _overrule(model, segmentation, warped_label, prediction.probabilities, prediction.prior, scan, atlas_to_scan)
+    if prediction.prior is None:
+        segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
+    else:
+        segmentation = _fused_labelmap(model, warped_label, prediction.probabilities, prediction.prior, scan, atlas_to_scan)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -149,16 +150,17 @@ def _labelmap(
     return labelmap
 
 
-def _overrule(
-    model: TrainedModel, fused: sitk.Image, registration: sitk.Image, probabilities: np.ndarray, prior: np.ndarray,
+def _fused_labelmap(
+    model: TrainedModel, registration: sitk.Image, probabilities: np.ndarray, prior: np.ndarray,
     scan: sitk.Image, atlas_to_scan: sitk.Transform,
 ) -> sitk.Image:
-    """The registration label, replaced by ``fused`` where the network overturned the prior (working-grid argmax)."""
-    changed = map_changes_to_scan(probabilities.argmax(axis=0) != prior.argmax(axis=0), model.grid, scan, atlas_to_scan)
-    labels = np.where(changed, sitk.GetArrayViewFromImage(fused), sitk.GetArrayViewFromImage(registration))
-    result = sitk.GetImageFromArray(labels.astype(sitk.GetArrayViewFromImage(fused).dtype))
-    result.CopyInformation(scan)
-    return result
+    """The registration-only label corrected by the network, fused at the scan's resolution (atlas ids)."""
+    registration_classes = labels_to_classes(sitk.GetArrayViewFromImage(registration), model.label_ids)
+    correction = correction_from_fused(probabilities, prior)
+    classes = fuse_correction_on_scan(correction, registration_classes, model.grid, scan, atlas_to_scan, PRIOR_FLOOR)
+    labelmap = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
+    labelmap.CopyInformation(scan)
+    return labelmap
 
 
 def _quality_report(

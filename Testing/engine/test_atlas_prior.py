@@ -10,6 +10,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import make_image
+
+from RRLMedSAMLib.geometry.deformation import fuse_correction_on_scan
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, fuse_with_prior, one_hot, perturbed_prior, torch_generator
 from RRLMedSAMLib.training.presets import PRESETS, Preset
@@ -89,3 +93,29 @@ def test_segment_keeps_registration_where_the_network_is_silent(
         favoured_id = model.label_ids[favoured_class - 1]
         assert (segmentation == favoured_id).mean() > 0.5
         assert (segmentation == favoured_id).sum() > (registration == favoured_id).sum()
+
+
+def test_fusion_on_the_scan_grid_keeps_registration_and_applies_strong_corrections() -> None:
+    """Native-resolution fusion: zero correction = registration classes; a strong one wins inside its region only."""
+    grid = WorkingGrid(size_xyz=(16, 16, 16), spacing_mm=2.0, origin_xyz=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    scan = make_image(np.zeros((24, 28, 20), np.float32))
+    registration = np.zeros((24, 28, 20), np.int64)
+    registration[8:16, 8:20, 6:14] = 1
+    shift = sitk.AffineTransform(3)
+    shift.SetTranslation((1.5, -2.0, 0.5))
+    zero = np.zeros((3, 16, 16, 16), np.float32)
+    unchanged = fuse_correction_on_scan(zero, registration, grid, scan, shift, PRIOR_FLOOR)
+    np.testing.assert_array_equal(unchanged, registration)
+
+    strong = zero.copy()
+    strong[2, :, :, :8] = 10.0  # class 2 wherever the working grid's x < 16 mm
+    fused = fuse_correction_on_scan(strong, registration, grid, scan, shift, PRIOR_FLOOR)
+    atlas_mm = np.zeros((*registration.shape, 3))
+    for z, y, x in np.ndindex(*registration.shape):
+        atlas_mm[z, y, x] = shift.GetInverse().TransformPoint(scan.TransformIndexToPhysicalPoint((x, y, z)))
+    well_inside = ((atlas_mm >= 1) & (atlas_mm <= 29)).all(axis=-1)
+    far_outside = ((atlas_mm < -2) | (atlas_mm > 32)).any(axis=-1)
+    assert (fused[(atlas_mm[..., 0] < 13) & well_inside] == 2).all()
+    kept = (atlas_mm[..., 0] > 17) | far_outside
+    assert kept.any() and (atlas_mm[..., 0] < 13).any()
+    np.testing.assert_array_equal(fused[kept], registration[kept])
