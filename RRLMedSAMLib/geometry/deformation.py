@@ -17,6 +17,7 @@ where ``U`` is the network displacement converted to millimetres.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -95,6 +96,41 @@ def write_displacement_field(displacement: sitk.Image, path: str | os.PathLike) 
         sitk.WriteImage(sitk.Cast(displacement, sitk.sitkVectorFloat32), str(temp), True)
 
 
+def _class_maps_on_scan(
+    maps: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image, atlas_to_scan: sitk.Transform,
+    background_outside: float,
+) -> Iterator[np.ndarray]:
+    """Each working-grid map of ``maps`` ``(K, D, H, W)`` resampled linearly onto the scan grid, one at a time.
+
+    Outside the working grid the samples are 0, except class 0's, which are ``background_outside``.
+    """
+    scan_to_atlas = atlas_to_scan.GetInverse()
+    reference = grid.reference_image()
+    for index, class_map in enumerate(maps):
+        image = sitk.GetImageFromArray(class_map.astype(np.float32))
+        image.CopyInformation(reference)
+        outside = background_outside if index == 0 else 0.0
+        yield sitk.GetArrayFromImage(sitk.Resample(image, scan_reference, scan_to_atlas, sitk.sitkLinear, outside, sitk.sitkFloat32))
+
+
+def _running_argmax(scores: Iterable[np.ndarray]) -> np.ndarray:
+    """Index of the largest of a stream of equally shaped score arrays (ties: the first), as uint16.
+
+    Only the best value and its index are kept, so memory stays at two arrays whatever the count.
+    """
+    best_value = best_class = None
+    for index, score in enumerate(scores):
+        if best_value is None:
+            best_value, best_class = score, np.zeros(score.shape, np.uint16)
+        else:
+            better = score > best_value
+            best_value = np.where(better, score, best_value)
+            best_class[better] = index
+    if best_class is None:
+        raise ValueError("no class maps given")
+    return best_class
+
+
 def map_probabilities_to_scan(
     probabilities: np.ndarray, grid: WorkingGrid, scan_reference: sitk.Image, atlas_to_scan: sitk.Transform
 ) -> np.ndarray:
@@ -104,24 +140,7 @@ def map_probabilities_to_scan(
     running maximum kept, so memory stays at two scan-sized arrays whatever ``K`` is. Outside the
     working grid every voxel is background (class 0). Returns a ``(z, y, x)`` uint16 array.
     """
-    scan_to_atlas = atlas_to_scan.GetInverse()
-    reference = grid.reference_image()
-    best_value = best_class = None
-    for index, class_map in enumerate(probabilities):
-        image = sitk.GetImageFromArray(class_map.astype(np.float32))
-        image.CopyInformation(reference)
-        outside = 1.0 if index == 0 else 0.0
-        sampled = sitk.GetArrayFromImage(
-            sitk.Resample(image, scan_reference, scan_to_atlas, sitk.sitkLinear, outside, sitk.sitkFloat32)
-        )
-        if best_value is None:
-            best_value, best_class = sampled, np.zeros(sampled.shape, np.uint16)
-        else:
-            better = sampled > best_value
-            best_value = np.where(better, sampled, best_value)
-            best_class[better] = index
-    assert best_class is not None
-    return best_class
+    return _running_argmax(_class_maps_on_scan(probabilities, grid, scan_reference, atlas_to_scan, 1.0))
 
 
 def fuse_correction_on_scan(
@@ -139,22 +158,8 @@ def fuse_correction_on_scan(
     keep the full-resolution registration, and those it moves move smoothly rather than by
     working-grid blocks. Returns a uint16 ``(z, y, x)`` array.
     """
-    scan_to_atlas = atlas_to_scan.GetInverse()
-    reference = grid.reference_image()
     log_hit, log_miss = np.float32(np.log1p(floor)), np.float32(np.log(floor))
-    best_value = best_class = None
-    for index, class_map in enumerate(correction):
-        image = sitk.GetImageFromArray(class_map.astype(np.float32))
-        image.CopyInformation(reference)
-        sampled = sitk.GetArrayFromImage(
-            sitk.Resample(image, scan_reference, scan_to_atlas, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        )
-        sampled += np.where(registration_classes == index, log_hit, log_miss)
-        if best_value is None:
-            best_value, best_class = sampled, np.zeros(sampled.shape, np.uint16)
-        else:
-            better = sampled > best_value
-            best_value = np.where(better, sampled, best_value)
-            best_class[better] = index
-    assert best_class is not None
-    return best_class
+    sampled = _class_maps_on_scan(correction, grid, scan_reference, atlas_to_scan, 0.0)
+    return _running_argmax(
+        values + np.where(registration_classes == index, log_hit, log_miss) for index, values in enumerate(sampled)
+    )
