@@ -7,8 +7,8 @@
 * ``autosam``: SAM teacher features of the scan (cached) -> head, slice by slice; no deformable
   registration (zero network displacement: the outputs' deformation is the affine alone).
 
-Runs trained with the atlas prior fuse the segmentation logits with the atlas label warped by the
-predicted displacement (:mod:`RRLMedSAMLib.models.atlas_prior`) and return that prior as well.
+Runs trained with the atlas prior return the segmentation logits as a correction, which ``segment``
+fuses with the warped atlas label at the scan's resolution (:mod:`RRLMedSAMLib.models.atlas_prior`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from RRLMedSAMLib.models.atlas_prior import fuse_with_prior, one_hot
 from RRLMedSAMLib.models.sam_teacher import SamTeacher
-from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.autosam_stage import predict_autosam_volume
 from RRLMedSAMLib.training.methods import Method
@@ -36,19 +34,20 @@ class Prediction:
     """Working-grid results of one scan.
 
     Attributes:
-        probabilities: class probabilities ``(K, D, H, W)`` of the final segmentation.
+        probabilities: class probabilities ``(K, D, H, W)`` of the segmentation (runs without the
+            atlas prior), else ``None``.
         prompt: the general branch's probabilities ``(K, D, H, W)`` (RRL family), else ``None``.
         ddf: atlas->scan displacement ``(1, 3, D, H, W)`` in working-grid voxels.
         registration: how the deformation was obtained (for ``qc.json``).
-        prior: the warped atlas label ``(K, D, H, W)`` (soft one-hot) that ``probabilities`` were
-            fused with, else ``None``.
+        correction: the segmentation network's logits ``(K, D, H, W)`` that correct the warped
+            atlas label (atlas-prior runs), else ``None``.
     """
 
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None
     prompt: np.ndarray | None
     ddf: torch.Tensor
     registration: str
-    prior: np.ndarray | None = None
+    correction: np.ndarray | None = None
 
 
 @dataclass
@@ -60,7 +59,6 @@ class PredictorInputs:
     networks: dict[str, torch.nn.Module]
     atlas_working: np.ndarray
     device: torch.device
-    atlas_classes: np.ndarray | None = None
     teacher: SamTeacher | None = None
     cache: TeacherFeatureCache | None = None
 
@@ -70,14 +68,10 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
 
 
 def _segmentation(inputs: PredictorInputs, logits: torch.Tensor, ddf: torch.Tensor, prompt: np.ndarray | None) -> Prediction:
-    """The prediction from segmentation ``logits`` ``(1, K, D, H, W)``, fused with the warped atlas when the run says so."""
-    if not inputs.preset.atlas_prior:
-        return Prediction(_softmax(logits), prompt, ddf, REGISTRATION_DEFORMABLE)
-    assert inputs.atlas_classes is not None
-    atlas = one_hot(torch.from_numpy(inputs.atlas_classes)[None, None].to(ddf.device), logits.shape[1])
-    prior = SpatialTransformer()(atlas, ddf)
-    fused = _softmax(fuse_with_prior(logits, prior))
-    return Prediction(fused, prompt, ddf, REGISTRATION_DEFORMABLE, prior[0].float().cpu().numpy())
+    """The prediction from segmentation ``logits`` ``(1, K, D, H, W)``: probabilities, or the correction of atlas-prior runs."""
+    if inputs.preset.atlas_prior:
+        return Prediction(None, prompt, ddf, REGISTRATION_DEFORMABLE, logits[0].float().cpu().numpy())
+    return Prediction(_softmax(logits), prompt, ddf, REGISTRATION_DEFORMABLE)
 
 
 def predict_plain(inputs: PredictorInputs, scan_working: np.ndarray) -> Prediction:

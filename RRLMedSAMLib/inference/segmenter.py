@@ -34,7 +34,7 @@ from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
-from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, correction_from_fused
+from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method
@@ -81,8 +81,7 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
     for module in networks.values():
         module.to(device).eval()
     atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    atlas_classes = labels_to_classes(resample_to_grid(atlas_label, grid, is_label=True), config["label_ids"])
-    inputs = PredictorInputs(method, preset, networks, atlas_working, device, atlas_classes.astype(np.int64))
+    inputs = PredictorInputs(method, preset, networks, atlas_working, device)
     if method.family == "autosam":
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
@@ -112,10 +111,10 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     tick = time.perf_counter()
     displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
-    if prediction.prior is None:
+    if prediction.correction is None:
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
-        segmentation = _fused_labelmap(model, warped_label, prediction.probabilities, prediction.prior, scan, atlas_to_scan)
+        segmentation = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -151,12 +150,10 @@ def _labelmap(
 
 
 def _fused_labelmap(
-    model: TrainedModel, registration: sitk.Image, probabilities: np.ndarray, prior: np.ndarray,
-    scan: sitk.Image, atlas_to_scan: sitk.Transform,
+    model: TrainedModel, registration: sitk.Image, correction: np.ndarray, scan: sitk.Image, atlas_to_scan: sitk.Transform
 ) -> sitk.Image:
-    """The registration-only label corrected by the network, fused at the scan's resolution (atlas ids)."""
+    """The registration-only label corrected by the network's logits, fused at the scan's resolution (atlas ids)."""
     registration_classes = labels_to_classes(sitk.GetArrayViewFromImage(registration), model.label_ids)
-    correction = correction_from_fused(probabilities, prior)
     classes = fuse_correction_on_scan(correction, registration_classes, model.grid, scan, atlas_to_scan, PRIOR_FLOOR)
     labelmap = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
     labelmap.CopyInformation(scan)

@@ -14,7 +14,6 @@ the target and nothing would be learned.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,14 +35,6 @@ def prior_log(prior: torch.Tensor, floor: float = PRIOR_FLOOR) -> torch.Tensor:
 def fuse_with_prior(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """Fused logits ``(B, K, D, H, W)``: network logits plus the log prior (same shape)."""
     return logits + prior_log(prior)
-
-
-def correction_from_fused(probabilities: np.ndarray, prior: np.ndarray, floor: float = PRIOR_FLOOR) -> np.ndarray:
-    """The network's logits ``(K, ...)`` (up to a per-voxel offset) recovered from fused probabilities and the prior.
-
-    ``log softmax(logits + log(prior + floor)) - log(prior + floor) = logits - logsumexp(...)``.
-    """
-    return (np.log(np.maximum(probabilities, 1e-12)) - np.log(np.clip(prior, 0.0, None) + floor)).astype(np.float32)
 
 
 def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
