@@ -8,5 +8,9 @@ class InputError(Exception):
     """
 
 
-class CancelledError(Exception):
-    """The run was interrupted (signal or user cancel); checkpoints already written stay valid."""
+class CancelledError(BaseException):
+    """The run was interrupted (signal or user cancel); checkpoints already written stay valid.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: libraries that wrap every
+    ``Exception`` they meet (MONAI's transforms re-raise them as ``RuntimeError``) let it through.
+    """

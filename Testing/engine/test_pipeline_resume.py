@@ -48,7 +48,7 @@ def test_sigterm_checkpoints_the_last_completed_step(tiny_case: dict[str, Path],
     process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
     wait_for_step(out, "registration", 6, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=60) == 130, process.stderr.read()[-3000:]
     from RRLMedSAMLib.training.checkpoint import read_checkpoint
 
     _, meta, _ = read_checkpoint(out / "checkpoints" / "registration.safetensors")

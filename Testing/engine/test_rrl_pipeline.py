@@ -74,7 +74,7 @@ def test_sigterm_in_stage_2_resumes_to_identical_weights(tiny_case: dict[str, Pa
     process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
     wait_for_step(out, "joint_stage2", 2, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=60) == 130, process.stderr.read()[-3000:]
     assert not (out / "model.safetensors").exists()
     assert (out / "checkpoints" / "joint_stage2.safetensors").exists()
     resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
