@@ -1,6 +1,6 @@
 """The standard benchmark runs: build the datasets, run every plan entry, copy the results into docs.
 
-    python bench/run_standard.py --work DIR [--plan cpu|gpu|quick] [--device auto|cpu|cuda]
+    python bench/run_standard.py --work DIR [--plan cpu|gpu|table|fast|quick] [--device auto|cpu|cuda]
                                  [--only prostate brain oasis ct] [--methods M ...] [--datasets DIR] [--teacher NAME]
 
 ``DIR`` receives ``datasets/`` (built once, reused) and ``results/<run>/`` (everything, including
@@ -14,6 +14,8 @@ Plans (the GPU plan is the real benchmark; the CPU plan is sized for about an ho
 ``table``  the one-shot table of the SAM-guided method on 2 cores: every scan of prostate and brain,
            preset ``fast`` with :data:`CPU_STEPS`; registration-only, plain, RRL-MedSAM, its ablations,
            the AutoSAM heads and affine (ANTs SyN on prostate only: on brain it costs ~2 min a scan).
+``fast``   the engine's issue-2 measurement: preset ``fast`` with its own stage lengths, every scan of
+           prostate and brain, registration-only and plain (about 45 minutes on 2 cores).
 ``quick``  tiny preset and short ANTs schedules on 2 scans of each dataset: a smoke run (minutes).
 """
 
@@ -79,6 +81,10 @@ PLANS: dict[str, list[Run]] = {
         Run("prostate-all", "prostate", "case000000", ALL, None, ("--preset", "fast", *CPU_STEPS)),
         Run("brain-all", "brain", "training_seg_01", ("affine", "registration-only", "plain", *SAM_GUIDED), None,
             ("--preset", "fast", *CPU_STEPS)),
+    ],
+    "fast": [
+        Run("prostate-fast", "prostate", "case000000", ("registration-only", "plain"), None, ("--preset", "fast")),
+        Run("brain-fast", "brain", "training_seg_01", ("registration-only", "plain"), None, ("--preset", "fast")),
     ],
     "quick": [
         Run("prostate", "prostate", "case000000", (*CORE, "rrl"), 2, ("--quick",)),

@@ -34,6 +34,14 @@ def _timing_notes(outcomes: Sequence[MethodOutcome]) -> str:
     ]
     notes += [f"- {s.name} shares the run of {s.source} (its times, memory and parameters are that run's)."
               for s in derived]
+    for outcome in outcomes:
+        shared = (outcome.train or {}).get("shared")
+        if shared and "own_train_s" in outcome.train:
+            notes.append(
+                f"- {outcome.spec.name} started from the identical {', '.join(shared['stages'])} of "
+                f"{shared['source_method']}: train s counts them at that run's times (its own run took "
+                f"{outcome.train['own_train_s']:.0f} s; its peak RAM is that of its own stages)."
+            )
     return "\n".join(notes)
 
 

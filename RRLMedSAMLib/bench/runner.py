@@ -51,6 +51,7 @@ class BenchSettings:
     teacher: str | None = None
     rrl: dict = field(default_factory=dict)
     keep_fields: bool = False
+    share_stages: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -138,8 +139,24 @@ def _scan_entries(scans: list[Case]) -> list[dict]:
     return [{"name": c.name, "image": str(c.image.resolve())} for c in scans]
 
 
+def _with_inherited_stages(train: dict, finished: dict[str, MethodOutcome]) -> dict:
+    """``train`` with the stages it copied from an earlier run counted at that run's measured times.
+
+    ``train_s`` then is what a training from scratch costs (the stage results are identical);
+    ``own_train_s`` is what this run itself took.
+    """
+    shared = train.get("shared")
+    source = finished.get(shared["source"]) if shared else None
+    if source is None or source.train is None:
+        return train
+    inherited = {stage: source.train.get("stages_s", {}).get(stage, 0.0) for stage in shared["stages"]}
+    return train | {"own_train_s": train["train_s"], "train_s": round(train["train_s"] + sum(inherited.values()), 3),
+                    "stages_s": train.get("stages_s", {}) | inherited}
+
+
 def _run_method(spec: MethodSpec, settings: BenchSettings, atlas: Case, scans: list[Case], folder: Path,
-                env: dict[str, str]) -> MethodOutcome:
+                env: dict[str, str], finished: dict[str, MethodOutcome]) -> MethodOutcome:
+    """Run one classical or engine method; ``finished`` maps run folders of earlier engine methods to their outcomes."""
     outcome = MethodOutcome(spec)
     assert atlas.label is not None
     entries, run_dir, pred = _scan_entries(scans), str(folder / "run"), str(folder / "pred")
@@ -156,8 +173,9 @@ def _run_method(spec: MethodSpec, settings: BenchSettings, atlas: Case, scans: l
             "phase": "train", "images": [e["image"] for e in entries], "run_dir": run_dir, "clean": [run_dir, pred],
             "preset": settings.preset, "overrides": settings.overrides, "teacher": settings.teacher,
             "rrl": settings.rrl, "labels_table": str((settings.dataset / "labels.csv").resolve()),
+            "share_stages_from": sorted(finished) if settings.share_stages else [],
         }
-        outcome.train = run_child(train_job, folder, env)
+        outcome.train = _with_inherited_stages(run_child(train_job, folder, env), finished)
         segment_job = common | {"phase": "segment", "run_dir": run_dir, "scans": entries, "out_dir": pred,
                                 "clean": [pred], "keep_fields": settings.keep_fields,
                                 "trained_by_pid": outcome.train.get("pid")}
@@ -186,6 +204,7 @@ def run_benchmark(settings: BenchSettings, log: Callable[[str], None] = print) -
     env = child_env(settings.threads)
     truths = {c.name: c.label for c in scans}
     outcomes: dict[str, MethodOutcome] = {}
+    finished_runs: dict[str, MethodOutcome] = {}
     for spec in specs:
         folder = out / "methods" / (spec.source if spec.kind == "derived" else spec.name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -195,13 +214,15 @@ def run_benchmark(settings: BenchSettings, log: Callable[[str], None] = print) -
             outcome = _derive(spec, outcomes[spec.source])
         else:
             try:
-                outcome = _run_method(spec, settings, atlas, scans, folder, env)
+                outcome = _run_method(spec, settings, atlas, scans, folder, env, finished_runs)
             except RuntimeError as error:
                 outcome = MethodOutcome(spec, status=f"failed: {error}")
         if outcome.status == "ok":
             pairs = [(s["name"], _prediction(folder, spec, s["name"]), truths[s["name"]]) for s in outcome.scans]
             outcome.cases = evaluate_pairs(pairs, labels=label_ids)
         outcomes[spec.name] = outcome
+        if spec.kind == "engine" and outcome.status == "ok":
+            finished_runs[str((folder / "run").resolve())] = outcome
         dice = np.nanmean([c.mean_dice for c in outcome.cases]) if outcome.cases else float("nan")
         log(f"[bench] {spec.name}: {outcome.status}, mean Dice {dice:.3f}, {time.monotonic() - start:.1f} s")
     return list(outcomes.values())

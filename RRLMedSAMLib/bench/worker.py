@@ -73,7 +73,7 @@ def run_train(job: dict) -> dict:
     from RRLMedSAMLib.training.trainer import TrainRequest, train
 
     accepted = {f.name for f in dataclasses.fields(TrainRequest)}
-    extra = {key: job[key] for key in ("method", "teacher", "rrl") if job.get(key)}
+    extra = {key: job[key] for key in ("method", "teacher", "rrl", "share_stages_from") if job.get(key)}
     if "method" not in accepted and extra.get("method") == "plain":
         del extra["method"]
     unknown = sorted(set(extra) - accepted)
@@ -93,7 +93,8 @@ def run_train(job: dict) -> dict:
     elapsed = time.perf_counter() - start
     card = json.loads(run.model_card.read_text())
     stages = {e["stage"]: e["elapsed_s"] for e in progress.history if e["event"] == "stage_end"}
-    return {"train_s": round(elapsed, 3), "stages_s": stages, "parameters": card.get("parameters", {})}
+    return {"train_s": round(elapsed, 3), "stages_s": stages, "parameters": card.get("parameters", {}),
+            "shared": card.get("shared_stages")}
 
 
 def run_segment(job: dict) -> dict:

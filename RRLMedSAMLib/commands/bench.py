@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-size", type=int, help="override the preset's working grid size (voxels)")
     parser.add_argument("--ants-iterations", help="ANTs SyN iterations per level, coarse to fine (default 40,20,0)")
     parser.add_argument("--keep-fields", action="store_true", help="keep every deformation field (large for big scans)")
+    parser.add_argument("--no-share-stages", dest="share_stages", action="store_false",
+                        help="train every engine method from scratch instead of copying the identical stages an "
+                             "earlier method of the run already computed (see 'train --share-stages-from')")
     parser.add_argument("--title", help="title of summary.md and the figures")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI): tiny preset, 2 scans, short ANTs")
 
@@ -104,6 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         preset=args.preset or ("tiny" if args.quick else "fast"), device=device, seed=args.seed, max_scans=max_scans,
         threads=args.threads, ants=_ants_settings(args), overrides=overrides, teacher=args.teacher,
         rrl=_rrl_settings(args.rrl_setting), keep_fields=args.keep_fields,
+        share_stages=args.share_stages,
     )
 
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-size", type=int, help="override the working grid's longest side (voxels)")
     parser.add_argument("--no-atlas-prior", dest="atlas_prior", action="store_false", default=None,
                         help="segmentation networks segment alone instead of correcting the warped atlas label")
+    parser.add_argument("--share-stages-from", nargs="+", type=Path, default=[], metavar="RUN_DIR",
+                        help="finished runs on the same data whose stages in common with this new run are copied "
+                             "instead of recomputed (ablations; identical results)")
     add_method_arguments(parser)
 
 
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         },
         method=args.method,
         rrl=method_overrides(args),
+        share_stages_from=list(args.share_stages_from),
     )
     run_folder = train(request)
     print(f"Training finished: {run_folder.root}")

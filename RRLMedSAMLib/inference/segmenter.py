@@ -15,6 +15,7 @@ silent network the segmentation is exactly ``warped_atlas_label``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from RRLMedSAMLib.geometry.affine import prealign_to_atlas
+from RRLMedSAMLib.geometry.affine import affine_from_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import (
     compose_scan_displacement, folding_fraction, fuse_correction_on_scan, map_probabilities_to_scan,
     warp_atlas_to_scan, write_displacement_field,
@@ -35,6 +36,7 @@ from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_labe
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR
+from RRLMedSAMLib.sam.checkpoints import sha256_file
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method
@@ -62,6 +64,8 @@ class TrainedModel:
     device: torch.device
     method: Method
     predictor_inputs: PredictorInputs
+    training_affines: dict[str, dict]
+    """The training scans' pre-alignments keyed by file sha256 (empty for runs made before they were kept)."""
 
     @property
     def label_ids(self) -> list[int]:
@@ -86,9 +90,10 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
         inputs.cache = TeacherFeatureCache(cache_folder) if os.access(cache_folder, os.W_OK) else None
+    training_affines = json.loads(run.prealignment.read_text()) if run.prealignment.is_file() else {}
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
-        atlas_working, networks, device, method, inputs,
+        atlas_working, networks, device, method, inputs, training_affines,
     )
 
 
@@ -98,9 +103,13 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     timings: dict[str, float] = {}
     start = time.perf_counter()
     scan = read_scan(image_path, "Image")
-    atlas_to_scan = prealign_to_atlas(
-        model.atlas_image, scan, model.grid, iterations=model.preset.affine_iterations, seed=int(model.config["seed"])
-    )
+    known = model.training_affines.get(sha256_file(image_path)) if model.training_affines else None
+    if known is not None:
+        atlas_to_scan = affine_from_dict(known["affine"])
+    else:
+        atlas_to_scan = prealign_to_atlas(
+            model.atlas_image, scan, model.grid, iterations=model.preset.affine_iterations, seed=int(model.config["seed"])
+        )
     timings["prealign_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -133,6 +142,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         timings["writing_s"] = time.perf_counter() - tick
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
         report |= {"method": model.method.name, "registration": prediction.registration,
+                   "prealignment": "reused from training" if known is not None else "computed",
                    "atlas_prior": model.preset.atlas_prior, "voxels_differing_from_registration": changed,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
         write_json_atomic(folder / "qc.json", report)

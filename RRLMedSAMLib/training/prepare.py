@@ -24,6 +24,7 @@ from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, n
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.io.volumes import check_atlas_label, fit_label_to_image, read_label, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.sam.checkpoints import sha256_file
 
 
 @dataclass
@@ -149,6 +150,15 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         scan_names=json.loads(meta["scan_names"]),
         affines=json.loads(meta["affines"]),
     )
+
+
+def prealignment_record(paths: Sequence[str | os.PathLike], data: PreparedData) -> dict[str, dict]:
+    """``{sha256 of the scan file: {"name", "affine"}}`` of the training scans, in ``data``'s order.
+
+    ``segment`` looks a scan up by the hash of its file and reuses the training's pre-alignment:
+    the same result the pseudo labels were made with, without re-running the affine optimiser.
+    """
+    return {sha256_file(p): {"name": n, "affine": a} for p, n, a in zip(paths, data.scan_names, data.affines)}
 
 
 def affine_of(data: PreparedData, index: int) -> sitk.AffineTransform:

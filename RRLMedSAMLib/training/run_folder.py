@@ -10,6 +10,7 @@ Layout::
     progress.jsonl       every progress event
     model.safetensors    final weights of every network
     model_card.json      data used, date, configuration hash, engine version, parameter counts
+    shared_stages.json   which stages were copied from another run (``--share-stages-from``), if any
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class RunFolder:
         return self.root / "cache" / "prepared.safetensors"
 
     @property
+    def prealignment(self) -> Path:
+        """Each training scan's affine keyed by the sha256 of its file (``segment`` reuses them)."""
+        return self.root / "cache" / "prealignment.json"
+
+    @property
     def pseudo_labels(self) -> Path:
         return self.root / "cache" / "pseudo_labels.safetensors"
 
@@ -69,6 +75,10 @@ class RunFolder:
     @property
     def model_card(self) -> Path:
         return self.root / "model_card.json"
+
+    @property
+    def shared_stages(self) -> Path:
+        return self.root / "shared_stages.json"
 
 
 def config_hash(config: dict[str, Any]) -> str:

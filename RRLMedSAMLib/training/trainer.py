@@ -9,6 +9,7 @@ themselves depend on the method (``training/methods.py``): ``plain`` runs here, 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from RRLMedSAMLib.training.distill_data import collect_distill_paths
 from RRLMedSAMLib.training.methods import DEFAULT_METHOD, Method, get_method
 from RRLMedSAMLib.training.networks import build_networks, parameter_counts, rrl_parameter_counts
 from RRLMedSAMLib.training.prepare import (
-    check_scan_paths, load_prepared, prepare_training_data, read_atlas, save_prepared,
+    check_scan_paths, load_prepared, prealignment_record, prepare_training_data, read_atlas, save_prepared,
 )
 from RRLMedSAMLib.training.presets import Preset, get_preset
 from RRLMedSAMLib.training.registration_stage import make_registration_step
@@ -38,6 +39,7 @@ from RRLMedSAMLib.training.rrl_settings import RRLSettings, get_rrl_settings
 from RRLMedSAMLib.training.rrl_stages import train_rrl
 from RRLMedSAMLib.training.run_folder import RunFolder, config_hash, path_fingerprint, read_config
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
+from RRLMedSAMLib.training.stage_sharing import read_share_sources, reuse_shared_stages
 from RRLMedSAMLib.training.teacher_features import (
     no_teacher, resolve_teacher, teacher_log_line, teacher_parameter_count, teacher_summary,
 )
@@ -60,9 +62,11 @@ class TrainRequest:
     method: str | None = None
     teacher: str | None = None
     rrl: dict = field(default_factory=dict)
+    share_stages_from: list[Path] = field(default_factory=list)
     """``method``: a name of ``training/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
     ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
-    slice size, stage lengths...; ``None`` values ignored)."""
+    slice size, stage lengths...; ``None`` values ignored). ``share_stages_from``: finished run folders
+    whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``)."""
 
 
 def _inputs_config(request: TrainRequest) -> dict:
@@ -110,6 +114,7 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
                 f"--method {method.name} needs the SAM encoder, but {teacher['reason']}. Pass --teacher vit_b with the "
                 "weights in the weights folder (or --sam-checkpoint FILE), or --teacher random-vit_b for a benchmark."
             )
+    share_sources = read_share_sources(request.share_stages_from) if stored is None else []
     device = resolve_device(request.device)
     ensure_writable_folder(run.root)
     progress = progress or ProgressReporter(run.progress)
@@ -133,6 +138,9 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         write_image(atlas.label, run.atlas_label)
         write_label_table(label_table, run.labels)
         write_json_atomic(run.config, config)
+        shared = reuse_shared_stages(share_sources, run, config) if share_sources else None
+        if shared:
+            print(f"Reusing {', '.join(shared['stages'])} of {shared['source']} ({shared['source_method']}).", flush=True)
     else:
         config = stored
     method, preset, settings, teacher = run_settings(config)
@@ -144,12 +152,13 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     else:
         divisor = 2 ** (len(preset.channels) - 1)
         data = prepare_training_data(atlas, scans, names, preset.grid_size, divisor, preset.affine_iterations, seed, progress)
+        write_json_atomic(run.prealignment, prealignment_record(request.images, data))
         save_prepared(data, run.prepared)
 
     context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher)
     networks = TRAINERS[method.family](context)
     save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
-    write_json_atomic(run.model_card, _model_card(config, networks, device))
+    write_json_atomic(run.model_card, _model_card(config, networks, device, run))
     progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
     return run
 
@@ -202,7 +211,7 @@ def train_plain(ctx: TrainingContext) -> dict[str, nn.Module]:
 TRAINERS = {"plain": train_plain, "rrl": train_rrl, "autosam": train_autosam}
 
 
-def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.device) -> dict:
+def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.device, run: RunFolder) -> dict:
     method, _, rrl_settings, record = run_settings(config)
     teacher = teacher_summary(record, rrl_settings)
     settings = config["preset"] | {"seed": config["seed"]}
@@ -233,4 +242,5 @@ def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.devi
         "teacher": teacher,
         "parameters": parameters,
         "trained_on": {"device": str(device), "torch": torch.__version__, "python": platform.python_version()},
+        "shared_stages": json.loads(run.shared_stages.read_text()) if run.shared_stages.is_file() else None,
     }

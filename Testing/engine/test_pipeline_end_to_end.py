@@ -67,6 +67,21 @@ def test_registration_recovers_the_phantom(tiny_case: dict[str, Path], tiny_resu
         assert dice(warped >= big, truth_array >= big) > dice(unaligned >= big, truth_array >= big)
 
 
+def test_training_scans_reuse_their_prealignment(tiny_case: dict[str, Path], tiny_run: Path, tiny_results: Path,
+                                                 tmp_path: Path) -> None:
+    for scan in ("scan_a", "scan_b"):
+        assert json.loads((tiny_results / f"{scan}_image" / "qc.json").read_text())["prealignment"] == "reused from training"
+    unseen = tmp_path / "unseen.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(tiny_case["scan_a"])), str(unseen))
+    result = engine("segment", "--model", tiny_run, "--image", unseen, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "unseen" / "qc.json").read_text())["prealignment"] == "computed"
+    fresh = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "unseen" / "warped_atlas_label.nii.gz")))
+    reused = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_results / "scan_a_image" / "warped_atlas_label.nii.gz")))
+    big = LABEL_IDS[0]
+    assert dice(fresh >= big, reused >= big) > 0.95
+
+
 def test_evaluate_scores_the_segment_folder(tiny_case: dict[str, Path], tiny_results: Path, tmp_path: Path) -> None:
     truth = tmp_path / "truth"
     truth.mkdir()

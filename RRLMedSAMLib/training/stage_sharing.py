@@ -1,0 +1,111 @@
+"""Start a training from the stages a finished run has in common with it (ablations, benchmarks).
+
+Every step draws its randomness from ``(seed, stage, step)`` alone and the networks are built in
+the same order by every method of a family, so two runs on the same inputs and settings compute
+identical results for the stages they share. Copying the source run's caches and checkpoints of
+those stages is then the same as running them, minus the time. What two runs share:
+
+* ``prealign`` (the prepared working-grid data): same inputs, seed, working grid size, encoder
+  depth (grid divisor) and affine iterations - any two methods.
+* ``registration``, ``medical_pretrain``, ``pseudo_labels``: both in the RRL family with the
+  same preset, RRL settings and atlas label ids (distillation on or off: those stages do not use it).
+* ``teacher_features``, ``distill_stage1``: both RRL runs distil, from the same teacher.
+
+The stage that makes an ablation differ (``joint_stage2``, the segmentation head) always runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.io.atomic import atomic_path, write_json_atomic
+from RRLMedSAMLib.training.methods import get_method
+from RRLMedSAMLib.training.run_folder import RunFolder, read_config
+
+#: Stage order of the RRL family up to (not including) stage 2.
+_RRL_PREFIX = ("prealign", "teacher_features", "distill_stage1", "registration", "medical_pretrain", "pseudo_labels")
+
+
+def _distils(config: dict) -> bool:
+    return get_method(config.get("method", "plain")).distill and config.get("teacher", {}).get("name", "none") != "none"
+
+
+def shareable_stages(source: dict, target: dict) -> tuple[str, ...]:
+    """Stages (in run order) whose results the run configured by ``target`` can take from ``source``."""
+    same = ("format_version", "engine_version", "inputs", "seed", "scan_names")
+    if any(source.get(key) != target.get(key) for key in same):
+        return ()
+    a, b = source["preset"], target["preset"]
+    if (a["grid_size"], a["affine_iterations"], len(a["channels"])) != (b["grid_size"], b["affine_iterations"], len(b["channels"])):
+        return ()
+    families = {get_method(config.get("method", "plain")).family for config in (source, target)}
+    if families != {"rrl"} or a != b or source.get("rrl") != target.get("rrl") or source["label_ids"] != target["label_ids"]:
+        return ("prealign",)
+    distil = _distils(source) and _distils(target) and source.get("teacher") == target.get("teacher")
+    return tuple(s for s in _RRL_PREFIX if distil or s not in ("teacher_features", "distill_stage1"))
+
+
+def _stage_files(run: RunFolder, stage: str) -> list[Path]:
+    """The files holding the result of ``stage`` in ``run`` (relative layout is the same in every run)."""
+    if stage == "prealign":
+        return [run.prealignment, run.prepared]
+    if stage == "pseudo_labels":
+        return [run.pseudo_labels]
+    if stage == "teacher_features":
+        folder = run.root / "cache" / "teacher"
+        return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return [run.checkpoint(stage)]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    with atomic_path(target) as temp:
+        shutil.copyfile(source, temp)
+
+
+def read_share_sources(paths: Sequence[str | Path]) -> list[tuple[RunFolder, dict]]:
+    """The run folders named by ``--share-stages-from`` with their configurations (checked up front)."""
+    sources = []
+    for path in paths:
+        source = RunFolder(Path(path).resolve())
+        try:
+            sources.append((source, read_config(source)))
+        except InputError as error:
+            raise InputError(f"--share-stages-from: {error}") from None
+    return sources
+
+
+def reuse_shared_stages(sources: Sequence[tuple[RunFolder, dict]], run: RunFolder, config: dict) -> dict | None:
+    """Copy into ``run`` (configured by ``config``) the finished shared stages of the best of ``sources``.
+
+    The source sharing the most stages wins; its stages are copied in order until one has no result
+    yet. Writes ``shared_stages.json`` (source, method, stages) and returns its content, or ``None``
+    when nothing could be shared.
+    """
+    config = json.loads(json.dumps(config))  # as stored: tuples become lists, like the sources'
+    best: tuple[RunFolder, dict, tuple[str, ...]] | None = None
+    for source, source_config in sources:
+        if source.root == run.root.resolve():
+            continue
+        stages = shareable_stages(source_config, config)
+        if stages and (best is None or len(stages) > len(best[2])):
+            best = (source, source_config, stages)
+    if best is None:
+        return None
+    source, source_config, stages = best
+    copied = []
+    for stage in stages:
+        files = _stage_files(source, stage)
+        if not files or not all(f.is_file() for f in files):
+            break
+        for file in files:
+            _copy_atomically(file, run.root / file.relative_to(source.root))
+        copied.append(stage)
+    if not copied:
+        return None
+    record = {"source": str(source.root), "source_method": source_config.get("method", "plain"), "stages": copied}
+    write_json_atomic(run.shared_stages, record)
+    return record
