@@ -32,11 +32,11 @@ from RRLMedSAMLib.geometry.deformation import (
 )
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
+from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR
-from RRLMedSAMLib.sam.checkpoints import sha256_file
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method

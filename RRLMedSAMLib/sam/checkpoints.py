@@ -15,7 +15,6 @@ Rules (DESIGN.md sections 4-5):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..io.atomic import atomic_path
+from ..io.file_hash import CHUNK_BYTES, sha256_file
 
 #: The manifest shipped with the extension (repository layout).
 DEFAULT_MANIFEST_PATH = Path(__file__).resolve().parents[2] / "Resources" / "models" / "sam_checkpoints.json"
@@ -35,7 +35,6 @@ WEIGHTS_DIR_ENV = "RRLMEDSAM_WEIGHTS_DIR"
 #: Weights folder used when neither a setting nor the environment variable is given.
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/rrlmedsam/weights")
 
-_HASH_CHUNK = 4 * 1024 * 1024
 _ENCODER_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
@@ -123,15 +122,6 @@ def resolve_weights_dir(setting: str | os.PathLike | None = None) -> Path:
     if from_env:
         return Path(from_env).expanduser()
     return DEFAULT_WEIGHTS_DIR.expanduser()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, read in 4 MiB chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_entry(name: str, manifest: Sequence[CheckpointEntry]) -> CheckpointEntry:
@@ -241,7 +231,7 @@ def import_checkpoint(
     if target.resolve() != verified.path.resolve():
         try:
             with atomic_path(target) as temp, open(verified.path, "rb") as src, open(temp, "wb") as dst:
-                shutil.copyfileobj(src, dst, _HASH_CHUNK)
+                shutil.copyfileobj(src, dst, CHUNK_BYTES)
         except OSError as error:
             raise InputError(f"cannot copy SAM weights into {target.parent}: {error}") from error
     return VerifiedCheckpoint(path=target, sha256=verified.sha256, entry=verified.entry, model_type=verified.model_type)

@@ -22,9 +22,9 @@ from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.geometry.affine import affine_from_dict, affine_to_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_path
+from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.volumes import check_atlas_label, fit_label_to_image, read_label, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.sam.checkpoints import sha256_file
 
 
 @dataclass
