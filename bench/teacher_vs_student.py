@@ -1,7 +1,10 @@
 """Forward time per slice: SAM teacher (real-size vit_b, random init) vs the general encoder (Encoder3D).
 
-What is measured (forward passes only, ``torch.inference_mode``, after one warm-up run; the median
-of ``--repeats`` timed runs is reported):
+What is measured (forward passes only, ``torch.inference_mode``, after ``--warmup`` untimed runs;
+the median of ``--repeats`` timed runs is reported). The student's pass over a 64³ volume takes
+a tenth of a second, so a few repeats are at the mercy of the VM's noise: 2 repeats measured it
+anywhere from 1.4 to 3.6 ms per slice. With the default of 12, four runs on the same idle VM
+gave ratios of 54x to 84x at 128² slices: report the spread, not one run.
 
 * teacher: ``SamTeacher`` built for ``--slice-size`` (positional embeddings sized for it), fed
   ``--slices`` grey slices of ``slice-size``\u00b2 already at SAM's input size, in batches of
@@ -33,8 +36,9 @@ from RRLMedSAMLib.models.encoder3d import Encoder3D, count_parameters
 from RRLMedSAMLib.models.sam_teacher import SamTeacher
 
 
-def _timed(fn, repeats: int, device: torch.device) -> float:
-    fn()
+def _timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -54,7 +58,8 @@ def main() -> None:
     parser.add_argument("--volume", type=int, default=0,
                         help="encode one N^3 working-grid volume as training does (teacher resizes slices)")
     parser.add_argument("--batch", type=int, default=8, help="teacher slices per forward pass")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=12, help="timed runs of each (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each before timing")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args()
@@ -82,8 +87,8 @@ def main() -> None:
         with torch.inference_mode():
             student(volume)
 
-    teacher_s = _timed(run_teacher, args.repeats, device) / args.slices
-    student_s = _timed(run_student, args.repeats, device) / args.slices
+    teacher_s = _timed(run_teacher, args.repeats, args.warmup, device) / args.slices
+    student_s = _timed(run_student, args.repeats, args.warmup, device) / args.slices
     result = {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -91,6 +96,7 @@ def main() -> None:
         "slices": args.slices,
         "student_input": list(volume.shape[2:]),
         "teacher_batch": args.batch,
+        "repeats": args.repeats,
         "teacher_params": count_parameters(teacher.encoder),
         "student_params": count_parameters(student),
         "teacher_ms_per_slice": round(1000 * teacher_s, 2),
