@@ -36,7 +36,7 @@ from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
-from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR
+from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
 from RRLMedSAMLib.training.methods import Method
@@ -120,10 +120,11 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     tick = time.perf_counter()
     displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
+    restored: list[int] = []
     if prediction.correction is None:
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
-        segmentation = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
+        segmentation, restored = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -144,6 +145,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         report |= {"method": model.method.name, "registration": prediction.registration,
                    "prealignment": "reused from training" if known is not None else "computed",
                    "atlas_prior": model.preset.atlas_prior, "voxels_differing_from_registration": changed,
+                   "structures_restored_from_registration": restored,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
         write_json_atomic(folder / "qc.json", report)
     return Path(out_root) / name
@@ -161,13 +163,18 @@ def _labelmap(
 
 def _fused_labelmap(
     model: TrainedModel, registration: sitk.Image, correction: np.ndarray, scan: sitk.Image, atlas_to_scan: sitk.Transform
-) -> sitk.Image:
-    """The registration-only label corrected by the network's logits, fused at the scan's resolution (atlas ids)."""
+) -> tuple[sitk.Image, list[int]]:
+    """The registration-only label corrected by the network's logits, fused at the scan's resolution.
+
+    Returns the labelmap (atlas ids) and the ids of the structures the fusion had (nearly) deleted
+    and that were restored from the registration (:func:`restore_vanished_structures`).
+    """
     registration_classes = labels_to_classes(sitk.GetArrayViewFromImage(registration), model.label_ids)
     classes = fuse_correction_on_scan(correction, registration_classes, model.grid, scan, atlas_to_scan, PRIOR_FLOOR)
+    classes, restored = restore_vanished_structures(classes, registration_classes)
     labelmap = sitk.GetImageFromArray(classes_to_labels(classes, model.label_ids))
     labelmap.CopyInformation(scan)
-    return labelmap
+    return labelmap, [model.label_ids[index - 1] for index in restored]
 
 
 def _quality_report(

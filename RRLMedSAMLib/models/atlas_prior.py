@@ -6,6 +6,12 @@ label warped onto the scan (one-hot, linearly interpolated: soft only at boundar
 registration-only label; to move a boundary the network must outweigh ``log(1 / floor)``, which
 it learns to do where the image disagrees with the warped atlas.
 
+A correction may move a structure's boundaries but not delete the structure: the atlas says it
+is there. Where the fused result keeps less than :data:`MIN_KEPT_FRACTION` of a structure's
+registration-only volume (the networks learn tiny classes such as vessels worst and can push
+their logits below the prior everywhere), :func:`restore_vanished_structures` puts that
+structure's registration voxels back.
+
 Training sees the prior *perturbed*: the (pseudo) label warped by a random smooth displacement of
 up to a few voxels, as registration errors are, so the network learns to pull misplaced
 boundaries back onto the image's edges. Without the perturbation the prior would already equal
@@ -14,6 +20,7 @@ the target and nothing would be learned.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +28,8 @@ from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
 
 #: Probability floor of the prior: a correction must exceed ``log(1 / PRIOR_FLOOR)`` (4.6) to flip a voxel.
 PRIOR_FLOOR = 0.01
+#: A structure the fusion shrinks below this fraction of its registration-only volume is restored.
+MIN_KEPT_FRACTION = 0.5
 #: Largest random displacement (working-grid voxels) applied to the training prior.
 MAX_PERTURBATION_VOXELS = 2.0
 #: Control points per axis of the random smooth displacement.
@@ -35,6 +44,35 @@ def prior_log(prior: torch.Tensor, floor: float = PRIOR_FLOOR) -> torch.Tensor:
 def fuse_with_prior(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """Fused logits ``(B, K, D, H, W)``: network logits plus the log prior (same shape)."""
     return logits + prior_log(prior)
+
+
+def restore_vanished_structures(
+    fused: np.ndarray, registration: np.ndarray, min_kept_fraction: float = MIN_KEPT_FRACTION
+) -> tuple[np.ndarray, list[int]]:
+    """Put back the structures a correction (nearly) deleted.
+
+    Args:
+        fused: class index per voxel after fusion (any shape, integer).
+        registration: class index per voxel of the registration-only label (same shape).
+        min_kept_fraction: a foreground class whose fused voxel count is below this fraction of
+            its registration count gets its registration voxels back.
+
+    Returns:
+        The repaired class map (a copy when anything changed) and the restored class indices.
+    """
+    size = int(max(fused.max(initial=0), registration.max(initial=0))) + 1
+    fused_counts = np.bincount(fused.ravel(), minlength=size)
+    registration_counts = np.bincount(registration.ravel(), minlength=size)
+    vanished = [
+        index for index in range(1, size)
+        if registration_counts[index] and fused_counts[index] < min_kept_fraction * registration_counts[index]
+    ]
+    if not vanished:
+        return fused, []
+    repaired = fused.copy()
+    for index in vanished:
+        repaired[registration == index] = index
+    return repaired, vanished
 
 
 def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:

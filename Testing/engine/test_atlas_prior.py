@@ -15,7 +15,9 @@ from conftest import make_image
 from RRLMedSAMLib.geometry.deformation import fuse_correction_on_scan
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
-from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, fuse_with_prior, one_hot, perturbed_prior, torch_generator
+from RRLMedSAMLib.models.atlas_prior import (
+    PRIOR_FLOOR, fuse_with_prior, one_hot, perturbed_prior, restore_vanished_structures, torch_generator,
+)
 from RRLMedSAMLib.training.presets import PRESETS, Preset
 
 
@@ -68,31 +70,56 @@ def _segmentation_head(model) -> torch.nn.Conv3d:
     return heads[-1]
 
 
-@pytest.mark.parametrize("favoured_class", [None, 1])
+@pytest.mark.parametrize("bias", [None, +50.0, -50.0])
 def test_segment_keeps_registration_where_the_network_is_silent(
-    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, favoured_class: int | None
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, bias: float | None
 ) -> None:
-    """Zero logits give exactly ``warped_atlas_label``; logits far above the floor overrule it."""
+    """Zero logits give exactly ``warped_atlas_label``; a logit far above the floor overrules it, but
+    no structure is deleted: one pushed out (by a rival or by its own logit far below) comes back."""
     model = load_trained_model(tiny_run, torch.device("cpu"))
     assert model.preset.atlas_prior
     head = _segmentation_head(model)
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
-        if favoured_class is not None:
-            head.bias[favoured_class] = 50.0
+        if bias is not None:
+            head.bias[1] = bias
     folder = segment_scan(model, tiny_case["scan_a"], tmp_path)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "segmentation.nii.gz")))
     registration = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "warped_atlas_label.nii.gz")))
     qc = json.loads((folder / "qc.json").read_text())
     assert qc["atlas_prior"] is True
     assert qc["voxels_differing_from_registration"] == int((segmentation != registration).sum())
-    if favoured_class is None:
+    first, others = model.label_ids[0], model.label_ids[1:]
+    if bias is None:
         np.testing.assert_array_equal(segmentation, registration)
+        assert qc["structures_restored_from_registration"] == []
+    elif bias > 0:
+        assert (segmentation == first).sum() > (registration == first).sum()
+        assert (segmentation == first).sum() > 0.3 * segmentation.size
+        assert qc["structures_restored_from_registration"] == list(others)
+        for label in others:
+            np.testing.assert_array_equal(segmentation[registration == label], label)
     else:
-        favoured_id = model.label_ids[favoured_class - 1]
-        assert (segmentation == favoured_id).mean() > 0.5
-        assert (segmentation == favoured_id).sum() > (registration == favoured_id).sum()
+        assert qc["structures_restored_from_registration"] == [first]
+        np.testing.assert_array_equal(segmentation, registration)
+
+
+def test_restore_vanished_structures_brings_back_only_what_fell_below_the_fraction() -> None:
+    registration = np.zeros((4, 10, 10), np.int64)
+    registration[:, :5, :5] = 1   # 100 voxels
+    registration[:, 5:, 5:] = 2   # 100 voxels
+    registration[0, 0, 9] = 3     # 1 voxel
+    fused = registration.copy()
+    fused[:, :5, :3] = 0          # class 1 keeps 40 of 100 -> restored
+    fused[:, 5:, 5:7] = 0         # class 2 keeps 60 of 100 -> left as fused
+    fused[:, 9, 0] = 2            # class 2 grows elsewhere: not affected
+    repaired, restored = restore_vanished_structures(fused, registration, 0.5)
+    assert restored == [1]        # class 3 keeps its single voxel
+    np.testing.assert_array_equal(repaired[registration == 1], 1)
+    np.testing.assert_array_equal(repaired[registration != 1], fused[registration != 1])
+    unchanged, none = restore_vanished_structures(registration, registration)
+    assert none == [] and unchanged is registration
 
 
 def test_fusion_on_the_scan_grid_keeps_registration_and_applies_strong_corrections() -> None:
