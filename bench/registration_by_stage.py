@@ -5,7 +5,8 @@ built on: the warm-up (``registration``), the joint pre-training with the segmen
 shared medical encoder (``medical_pretrain``) and stage 2 (``joint_stage2``, the final weights).
 Each checkpoint's registration weights are loaded into the trained model and the scans are
 segmented through the engine's own ``segment_scan``; the Dice of ``warped_atlas_label.nii.gz``
-against the true labels is reported, mean over the labels present in both (as ``evaluate`` does).
+against the true labels is reported with the engine's ``evaluate_case``: mean over the atlas
+labels present in the truth, a structure missing from the prediction scoring 0.
 
     python bench/registration_by_stage.py --model RUN_DIR --dataset DATASET_DIR --scans NAME [NAME ...] \
         [--out FILE.json]
@@ -25,25 +26,11 @@ import SimpleITK as sitk
 import torch
 
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
-from RRLMedSAMLib.metrics.overlap import dice_per_label
-from RRLMedSAMLib.training.checkpoint import read_checkpoint
+from RRLMedSAMLib.metrics.evaluation import evaluate_case
+from RRLMedSAMLib.training.checkpoint import load_checkpoint
 
+#: Stage checkpoints that hold the registration network, in training order.
 STAGES = ("registration", "medical_pretrain", "joint_stage2")
-PREFIX = "module.registration."
-
-
-def registration_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The registration network's tensors of a stage checkpoint (empty if it holds none)."""
-    tensors, _, _ = read_checkpoint(checkpoint)
-    return {key[len(PREFIX):]: value for key, value in tensors.items() if key.startswith(PREFIX)}
-
-
-def mean_dice(prediction: Path, truth: Path) -> float:
-    """Mean Dice over the non-zero labels present in both label maps."""
-    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
-    true = sitk.GetArrayFromImage(sitk.ReadImage(str(truth)))
-    labels = sorted((set(np.unique(pred)) & set(np.unique(true))) - {0})
-    return float(np.mean(list(dice_per_label(pred, true, labels).values())))
 
 
 def main() -> None:
@@ -60,16 +47,17 @@ def main() -> None:
     result: dict[str, dict[str, float]] = {}
     for stage in STAGES:
         checkpoint = model.run.checkpoint(stage)
-        weights = registration_weights(checkpoint) if checkpoint.is_file() else {}
-        if not weights:
+        if not checkpoint.is_file():
             continue
-        network.load_state_dict(weights)
+        load_checkpoint(checkpoint, {"registration": network})
         network.eval()
         with tempfile.TemporaryDirectory() as temp:
             scores = {}
             for name in args.scans:
                 folder = segment_scan(model, args.dataset / "images" / f"{name}.nii.gz", temp)
-                scores[name] = mean_dice(folder / "warped_atlas_label.nii.gz", args.dataset / "labels" / f"{name}.nii.gz")
+                warped = sitk.ReadImage(str(folder / "warped_atlas_label.nii.gz"))
+                truth = sitk.ReadImage(str(args.dataset / "labels" / f"{name}.nii.gz"))
+                scores[name] = evaluate_case(name, warped, truth, model.label_ids).mean_dice
         result[stage] = {**scores, "mean": float(np.mean(list(scores.values())))}
         print(f"{stage:18s} registration-only Dice {result[stage]['mean']:.4f} "
               f"({', '.join(f'{k} {v:.4f}' for k, v in scores.items())})", flush=True)

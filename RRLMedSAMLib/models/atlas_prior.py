@@ -70,8 +70,8 @@ def restore_vanished_structures(
     if not vanished:
         return fused, []
     repaired = fused.copy()
-    for index in vanished:
-        repaired[registration == index] = index
+    restore = np.isin(registration, vanished)
+    repaired[restore] = registration[restore]
     return repaired, vanished
 
 
