@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
@@ -12,12 +13,15 @@ from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
 from RRLMedSAMLib.training.prepare import check_scan_paths
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="run folder written by 'rrlmedsam train'")
     parser.add_argument("--image", required=True, nargs="+", type=Path, help="scans to segment")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scan)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+    parser.add_argument(
+        "--refinement-steps", type=int, metavar="N",
+        help="iterations of the fine-grid registration refinement (default: the run's preset; 0 = off, faster)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     """
     check_scan_paths(args.image)
     device = resolve_device(args.device)
-    model = load_trained_model(args.model, device)
+    if args.refinement_steps is not None and args.refinement_steps < 0:
+        raise InputError(f"--refinement-steps must be 0 or more, not {args.refinement_steps}.")
+    model = load_trained_model(args.model, device, args.refinement_steps)
     for path in args.image:
         read_scan(path, "Image")
     ensure_writable_folder(args.out)

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registration-steps", type=int, help="override the preset's registration steps")
     parser.add_argument("--segmentation-steps", type=int, help="override the preset's segmentation steps")
     parser.add_argument("--grid-size", type=int, help="override the working grid's longest side (voxels)")
+    parser.add_argument("--refinement-grid-size", type=int,
+                        help="override the longest side (voxels) of segment's fine-grid registration refinement (0 = off)")
+    parser.add_argument("--refinement-steps", type=int, help="override the iterations of that refinement (0 = off)")
     parser.add_argument("--no-atlas-prior", dest="atlas_prior", action="store_false", default=None,
                         help="segmentation networks segment alone instead of correcting the warped atlas label")
     parser.add_argument("--share-stages-from", nargs="+", type=Path, default=[], metavar="RUN_DIR",
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             "registration_steps": args.registration_steps,
             "segmentation_steps": args.segmentation_steps,
             "grid_size": args.grid_size,
+            "refinement_grid_size": args.refinement_grid_size,
+            "refinement_steps": args.refinement_steps,
             "atlas_prior": args.atlas_prior,
         },
         method=args.method,

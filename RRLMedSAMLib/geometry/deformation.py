@@ -42,6 +42,24 @@ def grid_vector_image(vectors: np.ndarray, grid: WorkingGrid) -> sitk.Image:
     return image
 
 
+def mm_to_voxel_ddf(vectors_mm: np.ndarray, grid: WorkingGrid) -> np.ndarray:
+    """Inverse of :func:`voxel_ddf_to_mm`: ``(D, H, W, 3)`` LPS mm -> ``(3, D, H, W)`` voxels ``(dz, dy, dx)`` (float32)."""
+    index_xyz = vectors_mm @ np.asarray(grid.direction).reshape(3, 3) / grid.spacing_mm
+    return np.stack([index_xyz[..., 2], index_xyz[..., 1], index_xyz[..., 0]]).astype(np.float32)
+
+
+def resample_voxel_ddf(ddf_zyx: np.ndarray, source: WorkingGrid, target: WorkingGrid) -> np.ndarray:
+    """A working-grid displacement ``(3, D, H, W)`` (``source`` voxels) sampled on ``target``, in ``target`` voxels.
+
+    Both grids live in the atlas frame, so the field is resampled as physical millimetres
+    (linear interpolation, nearest value beyond ``source``) and converted back to voxels.
+    """
+    field = grid_vector_image(voxel_ddf_to_mm(ddf_zyx, source), source)
+    reference = target.reference_image(sitk.sitkVectorFloat64)
+    on_target = sitk.Resample(field, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
+    return mm_to_voxel_ddf(sitk.GetArrayFromImage(on_target), target)
+
+
 def compose_scan_displacement(
     scan_reference: sitk.Image, atlas_to_scan: sitk.Transform, grid: WorkingGrid, ddf_zyx: np.ndarray
 ) -> sitk.Image:

@@ -73,7 +73,12 @@ def label_bounding_box_index(label: sitk.Image) -> tuple[np.ndarray, np.ndarray]
 
 
 def make_working_grid(
-    atlas_label: sitk.Image, max_size: int, margin_fraction: float = 0.1, min_margin_mm: float = 8.0, divisor: int = 16
+    atlas_label: sitk.Image,
+    max_size: int,
+    margin_fraction: float = 0.1,
+    min_margin_mm: float = 8.0,
+    divisor: int = 16,
+    min_voxel_mm: float = 0.0,
 ) -> WorkingGrid:
     """A grid around the atlas's labelled region, in the atlas frame.
 
@@ -81,6 +86,7 @@ def make_working_grid(
     least ``min_margin_mm``), clipped to the atlas image's field of view, then covered by
     isotropic voxels such that the longest side has ``max_size`` voxels; every side is rounded up
     to a multiple of ``divisor`` (the encoder's down-sampling factor) and the grid re-centred.
+    Voxels are never smaller than ``min_voxel_mm`` (then the longest side has fewer voxels).
     """
     spacing = np.array(atlas_label.GetSpacing())
     low, high = label_bounding_box_index(atlas_label)
@@ -90,7 +96,7 @@ def make_working_grid(
     low = np.maximum(low - margin_vox, 0.0)
     high = np.minimum(high + margin_vox, image_high)
     extent_mm = (high - low + 1) * spacing
-    voxel_mm = float(extent_mm.max() / max_size)
+    voxel_mm = max(float(extent_mm.max() / max_size), min_voxel_mm)
     size = [int(math.ceil(e / voxel_mm / divisor - 1e-6) * divisor) for e in extent_mm]
     direction = np.asarray(atlas_label.GetDirection()).reshape(3, 3)
     center_index = (low + high) / 2.0

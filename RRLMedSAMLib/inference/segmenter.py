@@ -35,7 +35,8 @@ from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
-from RRLMedSAMLib.inference.predictors import PREDICTORS, PredictorInputs
+from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
+from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
@@ -66,14 +67,21 @@ class TrainedModel:
     predictor_inputs: PredictorInputs
     training_affines: dict[str, dict]
     """The training scans' pre-alignments keyed by file sha256 (empty for runs made before they were kept)."""
+    refinement: FineRefinement | None = None
+    """The fine-grid pass of every deformable registration (``None``: off, or no finer than the working grid)."""
 
     @property
     def label_ids(self) -> list[int]:
         return [int(v) for v in self.config["label_ids"]]
 
 
-def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> TrainedModel:
-    """Load a finished run folder (configuration, atlas, label table and weights)."""
+def load_trained_model(
+    run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None
+) -> TrainedModel:
+    """Load a finished run folder (configuration, atlas, label table and weights).
+
+    ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off).
+    """
     run = RunFolder(Path(run_dir))
     config = require_trained_model(run)
     method, preset, settings, teacher_record = run_settings(config)
@@ -94,6 +102,7 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
         atlas_working, networks, device, method, inputs, training_affines,
+        plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps),
     )
 
 
@@ -118,7 +127,16 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     timings["networks_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    displacement = compose_scan_displacement(scan, atlas_to_scan, model.grid, prediction.ddf[0].float().cpu().numpy())
+    ddf_grid, ddf = model.grid, prediction.ddf[0].float().cpu().numpy()
+    registration = prediction.registration
+    if model.refinement is not None and registration == REGISTRATION_DEFORMABLE:
+        ddf_grid = model.refinement.grid
+        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.preset, model.device)
+        registration = f"{registration} + {model.refinement.describe()}"
+        timings["fine_refinement_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    displacement = compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
     restored: list[int] = []
     if prediction.correction is None:
@@ -142,7 +160,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
             write_image(prompt_mask, folder / "prompt_mask.nii.gz")
         timings["writing_s"] = time.perf_counter() - tick
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
-        report |= {"method": model.method.name, "registration": prediction.registration,
+        report |= {"method": model.method.name, "registration": registration,
                    "prealignment": "reused from training" if known is not None else "computed",
                    "atlas_prior": model.preset.atlas_prior, "voxels_differing_from_registration": changed,
                    "structures_restored_from_registration": restored,

@@ -46,3 +46,31 @@ def refine_registration(
             loss.backward()
             optimizer.step()
     return decoder.to_full_resolution(flow + residual.detach(), size).detach()
+
+
+def refine_displacement(
+    objective: nn.Module,
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    initial_ddf: torch.Tensor,
+    steps: int,
+    learning_rate: float = 0.1,
+) -> torch.Tensor:
+    """``initial_ddf`` ``(B, 3, D, H, W)`` (voxels) plus a residual optimised on this pair, same shape.
+
+    The second, finer pass of instance optimisation (:mod:`RRLMedSAMLib.inference.fine_refinement`):
+    the residual has one vector per voxel; ``objective(moving, fixed, ddf) -> (loss, parts)``
+    scores the total displacement, so its smoothness term keeps the sum smooth.
+    """
+    initial_ddf = initial_ddf.detach()
+    if steps <= 0:
+        return initial_ddf
+    residual = torch.zeros_like(initial_ddf, requires_grad=True)
+    optimizer = torch.optim.Adam([residual], lr=learning_rate)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss, _ = objective(moving, fixed, initial_ddf + residual)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return (initial_ddf + residual).detach()

@@ -31,6 +31,13 @@ class Preset:
             (pseudo labels and segment); 0 = network only.
         atlas_prior: the segmentation networks correct the warped atlas label (a prior fused with
             their logits, see :mod:`RRLMedSAMLib.models.atlas_prior`) instead of segmenting alone.
+        refinement_grid_size: longest side (voxels) of the finer grid on which ``segment`` refines
+            each registration after the working-grid pass (never finer than the atlas's voxels;
+            skipped when not finer than the working grid); 0 = off.
+        refinement_steps: Adam iterations of that finer pass; 0 = off.
+        refinement_smoothness_weight: weight of the diffusion penalty in that pass (lower than the
+            working grid's: the finer grid resolves what a stiffer field would smooth away).
+        refinement_ncc_kernel: window (voxels of the finer grid) of that pass's local NCC.
     """
 
     name: str
@@ -47,6 +54,10 @@ class Preset:
     segmentation_patch: int = 0
     instance_optimization_steps: int = 50
     atlas_prior: bool = True
+    refinement_grid_size: int = 0
+    refinement_steps: int = 0
+    refinement_smoothness_weight: float = 0.35
+    refinement_ncc_kernel: int = 5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,13 +73,16 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", grid_size=32, channels=(4, 8, 8, 16, 16), registration_steps=12, segmentation_steps=12,
-                   ncc_kernel=5, checkpoint_every=4, affine_iterations=20, instance_optimization_steps=5),
+                   ncc_kernel=5, checkpoint_every=4, affine_iterations=20, instance_optimization_steps=5,
+                   refinement_grid_size=48, refinement_steps=3),
     "fast": Preset("fast", grid_size=64, channels=(16, 32, 64, 96, 128), registration_steps=200,
-                   segmentation_steps=250, segmentation_patch=48),
+                   segmentation_steps=250, segmentation_patch=48, refinement_grid_size=128, refinement_steps=25),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
-                       segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50),
+                       segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50,
+                       refinement_grid_size=192, refinement_steps=50),
     "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
-                   segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100),
+                   segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100,
+                   refinement_grid_size=256, refinement_steps=50),
 }
 
 
@@ -77,4 +91,8 @@ def get_preset(name: str, **overrides: object) -> Preset:
     if name not in PRESETS:
         raise InputError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     changes = {k: v for k, v in overrides.items() if v is not None}
+    negative = [k for k, v in changes.items() if isinstance(v, int) and not isinstance(v, bool) and v < 0]
+    if negative:
+        flag = "--" + negative[0].replace("_", "-")
+        raise InputError(f"{flag} must be 0 or more, not {changes[negative[0]]}.")
     return replace(PRESETS[name], **changes)

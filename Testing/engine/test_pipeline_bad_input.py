@@ -99,6 +99,14 @@ def test_segment_refuses_a_folder_that_is_not_a_run(tiny_case: dict[str, Path], 
     _expect_error(capsys, ["segment", "--model", tmp_path, "--image", tiny_case["scan_a"], "--out", out], "not a training run", out)
 
 
+def test_negative_step_counts_are_refused(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    seg = tmp_path / "seg"
+    _expect_error(capsys, ["segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", seg, "--refinement-steps", "-1"],
+                  "--refinement-steps must be 0 or more", seg)
+    run = tmp_path / "run"
+    _expect_error(capsys, [*_train(tiny_case, run), "--refinement-grid-size", "-5"], "--refinement-grid-size must be 0 or more", run)
+
+
 def test_bad_scan_leaves_earlier_results_untouched(
     tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -103,3 +103,15 @@ def test_progress_lines_on_a_pipe(tiny_case: dict[str, Path], tiny_run: Path, tm
     for key in ("event", "stage", "step", "total", "losses", "dice", "eta_s", "elapsed_s"):
         assert all(key in event for event in events), key
     assert events[-1]["event"] == "done"
+
+
+def test_fine_grid_refinement_runs_by_default_and_can_be_switched_off(
+    tiny_case: dict[str, Path], tiny_run: Path, tiny_results: Path, tmp_path: Path
+) -> None:
+    refined = json.loads((tiny_results / "scan_a_image" / "qc.json").read_text())
+    assert "fine-grid refinement (3 steps at" in refined["registration"] and refined["timings_s"]["fine_refinement_s"] > 0
+    result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", tmp_path, "--refinement-steps", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain = json.loads((tmp_path / "scan_a_image" / "qc.json").read_text())
+    assert plain["registration"] == "affine + deformable network + instance optimisation"
+    assert "fine_refinement_s" not in plain["timings_s"]
