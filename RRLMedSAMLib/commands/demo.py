@@ -34,7 +34,7 @@ from RRLMedSAMLib.training.trainer import TrainRequest, train
 
 
 #: Stage lengths of the demo with the ``fast`` preset (the preset's own: 200 / 60 / 120 steps).
-DEMO_SCHEDULE = {"registration_steps": 140, "pretrain_steps": 25, "joint_steps": 50}
+DEMO_SCHEDULE = {"registration_steps": 120, "pretrain_steps": 20, "joint_steps": 40}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,11 @@ def load_trained_model(
     for module in networks.values():
         module.to(device).eval()
     atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    inputs = PredictorInputs(method, preset, networks, atlas_working, device)
+    refinement = plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps)
+    coarse_steps = preset.instance_optimization_steps
+    if refinement is not None:
+        coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
+    inputs = PredictorInputs(method, replace(preset, instance_optimization_steps=coarse_steps), networks, atlas_working, device)
     if method.family == "autosam":
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
@@ -101,8 +105,7 @@ def load_trained_model(
     training_affines = json.loads(run.prealignment.read_text()) if run.prealignment.is_file() else {}
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
-        atlas_working, networks, device, method, inputs, training_affines,
-        plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps),
+        atlas_working, networks, device, method, inputs, training_affines, refinement,
     )
 
 

@@ -38,6 +38,9 @@ class Preset:
         refinement_smoothness_weight: weight of the diffusion penalty in that pass (lower than the
             working grid's: the finer grid resolves what a stiffer field would smooth away).
         refinement_ncc_kernel: window (voxels of the finer grid) of that pass's local NCC.
+        refinement_coarse_steps: instance-optimisation iterations on the working grid at ``segment``
+            when the finer pass follows (at most ``instance_optimization_steps``; the pseudo labels
+            of training always use ``instance_optimization_steps``).
     """
 
     name: str
@@ -58,6 +61,7 @@ class Preset:
     refinement_steps: int = 0
     refinement_smoothness_weight: float = 0.35
     refinement_ncc_kernel: int = 5
+    refinement_coarse_steps: int = 20
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +83,10 @@ PRESETS: dict[str, Preset] = {
                    segmentation_steps=250, segmentation_patch=48, refinement_grid_size=128, refinement_steps=25),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
                        segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50,
-                       refinement_grid_size=192, refinement_steps=50),
+                       refinement_grid_size=128, refinement_steps=25),
     "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
                    segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100,
-                   refinement_grid_size=256, refinement_steps=50),
+                   refinement_grid_size=192, refinement_steps=50),
 }
 
 

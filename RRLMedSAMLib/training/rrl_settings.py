@@ -39,6 +39,9 @@ class RRLSettings:
         pretrain_steps: joint registration-segmentation pre-training steps of the medical encoder.
         joint_steps: stage-2 steps (both branches, distillation, mutual-EMA).
         joint_registration_every: a registration loss term every this many stage-2 steps (0 = never).
+        pretrain_continues_optimizer: the joint pre-training continues the registration warm-up's
+            Adam (its moment estimates; the AP decoder joins as a new parameter group) instead of
+            starting a fresh one, whose first steps move every trained weight by about the learning rate.
         autosam_steps: optimiser steps of an AutoSAM head on the atlas.
         autosam_slices: slices per AutoSAM step.
         autosam_learning_rate: Adam learning rate of the AutoSAM heads.
@@ -60,6 +63,7 @@ class RRLSettings:
     distill_images: tuple[str, ...] = ()
     ema_alpha: float = 0.99
     joint_registration_every: int = 4
+    pretrain_continues_optimizer: bool = True
     autosam_slices: int = 8
     autosam_learning_rate: float = 1e-4
 
@@ -73,6 +77,7 @@ class RRLSettings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["distill_images"] = tuple(values.get("distill_images", ()))
+        values.setdefault("pretrain_continues_optimizer", False)
         return cls(**values)
 
     def validate(self) -> "RRLSettings":

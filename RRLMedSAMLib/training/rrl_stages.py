@@ -214,7 +214,10 @@ def train_rrl(ctx: TrainingContext) -> dict[str, nn.Module]:
               make_registration_step(registration, adam, ctx.data, preset, device), {"registration": registration}, {"adam": adam})
 
     ap_decoder = networks["ap_decoder"]
-    adam = torch.optim.Adam([*registration.parameters(), *ap_decoder.parameters()], lr=preset.learning_rate)
+    if settings.pretrain_continues_optimizer:
+        adam.add_param_group({"params": list(ap_decoder.parameters())})
+    else:
+        adam = torch.optim.Adam([*registration.parameters(), *ap_decoder.parameters()], lr=preset.learning_rate)
     ctx.stage("medical_pretrain", settings.pretrain_steps, make_medical_pretrain_step(registration, ap_decoder, adam, ctx),
               {"registration": registration, "ap_decoder": ap_decoder}, {"adam": adam})
 

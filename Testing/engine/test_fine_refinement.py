@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -9,6 +13,7 @@ import torch
 from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_ddf, voxel_ddf_to_mm
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
 from RRLMedSAMLib.inference.fine_refinement import plan_fine_refinement
+from RRLMedSAMLib.inference.segmenter import load_trained_model
 from RRLMedSAMLib.models.instance_optimization import refine_displacement
 from RRLMedSAMLib.training.presets import get_preset
 from RRLMedSAMLib.training.registration_stage import RegistrationObjective
@@ -82,3 +87,17 @@ def test_refinement_plan_is_finer_than_the_working_grid_or_absent() -> None:
     assert plan_fine_refinement(atlas_image, atlas_label, working, get_preset("tiny", refinement_grid_size=0)) is None
     coarse_atlas = sitk.Cast(_oblique_label(spacing=(working.spacing_mm,) * 3), sitk.sitkFloat32)
     assert plan_fine_refinement(coarse_atlas, atlas_label, working, preset) is None  # never finer than the atlas
+
+
+def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_finer_pass_follows(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["preset"]["refinement_coarse_steps"] = 2
+    (run / "config.json").write_text(json.dumps(config))
+    model = load_trained_model(run, torch.device("cpu"))
+    assert model.refinement is not None and model.refinement.steps == model.preset.refinement_steps == 3
+    assert model.predictor_inputs.preset.instance_optimization_steps == 2
+    unrefined = load_trained_model(run, torch.device("cpu"), refinement_steps=0)
+    assert unrefined.refinement is None
+    assert unrefined.predictor_inputs.preset.instance_optimization_steps == model.preset.instance_optimization_steps == 5

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from RRLMedSAMLib.training.checkpoint import read_checkpoint
+from RRLMedSAMLib.training.run_folder import RunFolder
 from tiny_case import LABEL_IDS, assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 #: Long enough a stage 2 to interrupt it reliably, short enough for CI.
@@ -111,3 +113,14 @@ def test_registration_by_stage_bench_ends_at_the_final_registration(
     assert list(stages) == ["registration", "medical_pretrain", "joint_stage2"]
     final = _sitk_mean_dice(rrl_results / "warped_atlas_label.nii.gz", tiny_case["scan_a_label"])
     assert stages["joint_stage2"]["mean"] == pytest.approx(final, abs=1e-6)
+
+
+def test_pretraining_continues_the_registration_optimiser(rrl_run: Path) -> None:
+    """Adam's moments carry over from the warm-up: registration weights have taken 8 + 4 steps, the AP decoder's 4."""
+    tensors, _, optimizers = read_checkpoint(RunFolder(rrl_run).checkpoint("medical_pretrain"))
+    groups = optimizers["adam"]["param_groups"]
+    assert len(groups) == 2
+    first_registration, first_decoder = groups[0]["params"][0], groups[1]["params"][0]
+    assert float(tensors[f"optim.adam.{first_registration}.step"]) == 12
+    assert float(tensors[f"optim.adam.{first_decoder}.step"]) == 4
+    assert json.loads((rrl_run / "config.json").read_text())["rrl"]["pretrain_continues_optimizer"] is True
