@@ -5,10 +5,10 @@ on a brain), and their flow lives at half that resolution, too coarse for small 
 ``segment`` therefore resamples the working-grid displacement onto a finer grid of the same
 region (``preset.refinement_grid_size`` voxels along the longest side, never finer than the
 atlas's own voxels) and optimises a residual there, one vector per voxel, on the registration
-objective (local NCC over ``preset.refinement_ncc_kernel`` voxels +
-``preset.refinement_smoothness_weight`` x smoothness) for
-``preset.refinement_steps`` Adam iterations. No label is used. The pseudo
-labels of training are made without this pass (on the working grid, where they are used).
+objective: local NCC over ``preset.refinement_ncc_kernel`` voxels plus
+``preset.refinement_smoothness_weight`` times the smoothness penalty, for
+``preset.refinement_steps`` Adam iterations. No label is used. Training's pseudo labels are made
+without this pass (they live on the working grid).
 """
 
 from __future__ import annotations

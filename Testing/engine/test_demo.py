@@ -14,7 +14,7 @@ from tiny_case import engine
 def test_the_fast_demo_shortens_only_its_three_stages() -> None:
     schedule = _demo_schedule("fast")
     assert schedule["overrides"] == {"registration_steps": DEMO_SCHEDULE["registration_steps"]}
-    assert schedule["rrl"] == {"pretrain_steps": 25, "joint_steps": 50}
+    assert schedule["rrl"] == {"pretrain_steps": 20, "joint_steps": 40}
     assert _demo_schedule("standard") == {}
 
 

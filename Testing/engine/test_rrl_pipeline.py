@@ -120,7 +120,11 @@ def test_pretraining_continues_the_registration_optimiser(rrl_run: Path) -> None
     tensors, _, optimizers = read_checkpoint(RunFolder(rrl_run).checkpoint("medical_pretrain"))
     groups = optimizers["adam"]["param_groups"]
     assert len(groups) == 2
-    first_registration, first_decoder = groups[0]["params"][0], groups[1]["params"][0]
-    assert float(tensors[f"optim.adam.{first_registration}.step"]) == 12
-    assert float(tensors[f"optim.adam.{first_decoder}.step"]) == 4
+
+    def steps_taken(group: dict) -> set[float]:
+        keys = [f"optim.adam.{index}.step" for index in group["params"]]
+        return {float(tensors[key]) for key in keys if key in tensors}  # parameters without gradients have no state
+
+    assert steps_taken(groups[0]) == {12.0}
+    assert steps_taken(groups[1]) == {4.0}
     assert json.loads((rrl_run / "config.json").read_text())["rrl"]["pretrain_continues_optimizer"] is True
