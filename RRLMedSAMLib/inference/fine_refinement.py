@@ -31,11 +31,13 @@ MIN_RESOLUTION_GAIN = 0.9
 
 @dataclass(frozen=True)
 class FineRefinement:
-    """The finer grid, the atlas image on it (intensities in [0, 1], ``(D, H, W)``) and the iterations."""
+    """The finer grid, the atlas image on it (intensities in [0, 1], ``(D, H, W)``) and the pass's objective settings."""
 
     grid: WorkingGrid
     atlas: np.ndarray
     steps: int
+    ncc_kernel: int
+    smoothness_weight: float
 
     def describe(self) -> str:
         """For ``qc.json``'s ``registration`` entry."""
@@ -54,7 +56,8 @@ def plan_fine_refinement(
     )
     if grid.spacing_mm > MIN_RESOLUTION_GAIN * working_grid.spacing_mm:
         return None
-    return FineRefinement(grid, normalize_intensity(resample_to_grid(atlas_image, grid)), steps)
+    atlas = normalize_intensity(resample_to_grid(atlas_image, grid))
+    return FineRefinement(grid, atlas, steps, preset.refinement_ncc_kernel, preset.refinement_smoothness_weight)
 
 
 def refine_on_fine_grid(
@@ -63,7 +66,6 @@ def refine_on_fine_grid(
     atlas_to_scan: sitk.Transform,
     working_grid: WorkingGrid,
     ddf_zyx: np.ndarray,
-    preset: Preset,
     device: torch.device,
 ) -> np.ndarray:
     """The working-grid displacement ``(3, D, H, W)`` refined on the fine grid: ``(3, D', H', W')`` fine-grid voxels.
@@ -74,7 +76,7 @@ def refine_on_fine_grid(
     """
     initial = resample_voxel_ddf(ddf_zyx, working_grid, refinement.grid)
     scan_fine = normalize_intensity(resample_to_grid(scan, refinement.grid, atlas_to_scan))
-    objective = RegistrationObjective(preset.refinement_ncc_kernel, preset.refinement_smoothness_weight).to(device)
+    objective = RegistrationObjective(refinement.ncc_kernel, refinement.smoothness_weight).to(device)
     ddf = refine_displacement(
         objective,
         torch.from_numpy(refinement.atlas)[None, None].to(device),

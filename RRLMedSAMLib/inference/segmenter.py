@@ -134,7 +134,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     registration = prediction.registration
     if model.refinement is not None and registration == REGISTRATION_DEFORMABLE:
         ddf_grid = model.refinement.grid
-        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.preset, model.device)
+        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.device)
         registration = f"{registration} + {model.refinement.describe()}"
         timings["fine_refinement_s"] = time.perf_counter() - tick
 

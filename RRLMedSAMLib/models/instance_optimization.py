@@ -8,10 +8,35 @@ network gives a good start in one pass, a few dozen iterations on the pair itsel
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from RRLMedSAMLib.models.registration_decoder import RegistrationDecoder
+
+
+def _optimise_residual(
+    start: torch.Tensor,
+    to_ddf: Callable[[torch.Tensor], torch.Tensor],
+    objective: nn.Module,
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    steps: int,
+    learning_rate: float,
+) -> torch.Tensor:
+    """``to_ddf(start + r)`` for the residual ``r`` (shaped as ``start``) found by ``steps`` Adam iterations on ``objective``."""
+    start = start.detach()
+    residual = torch.zeros_like(start, requires_grad=True)
+    optimizer = torch.optim.Adam([residual], lr=learning_rate)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss, _ = objective(moving, fixed, to_ddf(start + residual))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return to_ddf(start + residual)
 
 
 def refine_registration(
@@ -34,18 +59,9 @@ def refine_registration(
         learning_rate: Adam step size, in voxels of the flow level.
     """
     size = moving.shape[2:]
-    flow = flow.detach()
-    if steps <= 0:
-        return decoder.to_full_resolution(flow, size).detach()
-    residual = torch.zeros_like(flow, requires_grad=True)
-    optimizer = torch.optim.Adam([residual], lr=learning_rate)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss, _ = objective(moving, fixed, decoder.to_full_resolution(flow + residual, size))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return decoder.to_full_resolution(flow + residual.detach(), size).detach()
+    return _optimise_residual(
+        flow, lambda total: decoder.to_full_resolution(total, size), objective, moving, fixed, steps, learning_rate
+    )
 
 
 def refine_displacement(
@@ -60,17 +76,7 @@ def refine_displacement(
 
     The second, finer pass of instance optimisation (:mod:`RRLMedSAMLib.inference.fine_refinement`):
     the residual has one vector per voxel; ``objective(moving, fixed, ddf) -> (loss, parts)``
-    scores the total displacement, so its smoothness term keeps the sum smooth.
+    scores the total displacement, so its smoothness term keeps the sum smooth. 0 steps return
+    ``initial_ddf``.
     """
-    initial_ddf = initial_ddf.detach()
-    if steps <= 0:
-        return initial_ddf
-    residual = torch.zeros_like(initial_ddf, requires_grad=True)
-    optimizer = torch.optim.Adam([residual], lr=learning_rate)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss, _ = objective(moving, fixed, initial_ddf + residual)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return (initial_ddf + residual).detach()
+    return _optimise_residual(initial_ddf, lambda total: total, objective, moving, fixed, steps, learning_rate)
