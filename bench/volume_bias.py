@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from RRLMedSAMLib.io.atomic import atomic_path
+from RRLMedSAMLib.metrics.overlap import dice_score
+
 RESULTS = ("segmentation", "warped_atlas_label")
 
 
@@ -37,14 +40,15 @@ def scan_rows(pred: Path, truth: Path, label: int) -> list[dict]:
         if not truth_path.is_file():
             continue
         true_mask, voxel_ml = _mask(truth_path, label)
-        row: dict = {"case": folder.name, "true_ml": true_mask.sum() * voxel_ml}
+        true_voxels = int(true_mask.sum())
+        row: dict = {"case": folder.name, "true_ml": true_voxels * voxel_ml}
         for result in RESULTS:
             mask, _ = _mask(folder / f"{result}.nii.gz", label)
-            overlap = np.logical_and(mask, true_mask).sum()
-            row[f"{result}_ml"] = mask.sum() * voxel_ml
-            row[f"{result}_false_positive_ml"] = (mask.sum() - overlap) * voxel_ml
-            row[f"{result}_false_negative_ml"] = (true_mask.sum() - overlap) * voxel_ml
-            row[f"{result}_dice"] = 2.0 * overlap / max(mask.sum() + true_mask.sum(), 1)
+            voxels, overlap = int(mask.sum()), int(np.logical_and(mask, true_mask).sum())
+            row[f"{result}_ml"] = voxels * voxel_ml
+            row[f"{result}_false_positive_ml"] = (voxels - overlap) * voxel_ml
+            row[f"{result}_false_negative_ml"] = (true_voxels - overlap) * voxel_ml
+            row[f"{result}_dice"] = dice_score(mask, true_mask)
         rows.append(row)
     return rows
 
@@ -68,15 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     atlas_mask, voxel_ml = _mask(args.atlas_label, args.label)
     atlas_ml = atlas_mask.sum() * voxel_ml
     out = args.out or args.pred.parent / "volume_bias.csv"
-    with open(out, "w", newline="") as handle:
+    with atomic_path(out) as temp, open(temp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     true_ml = np.array([row["true_ml"] for row in rows])
+    smaller = true_ml < atlas_ml
     print(f"{len(rows)} scans; atlas {atlas_ml:.2f} ml; true {true_ml.min():.2f} to {true_ml.max():.2f} ml")
     for result in RESULTS:
         predicted = np.array([row[f"{result}_ml"] for row in rows])
-        smaller = true_ml < atlas_ml
         print(f"{result}: {predicted.min():.2f} to {predicted.max():.2f} ml; log-volume slope "
               f"{volume_slope(true_ml, predicted, atlas_ml):.2f}; predicted/true {np.mean(predicted[smaller] / true_ml[smaller]):.2f} "
               f"on the {smaller.sum()} scans smaller than the atlas, {np.mean(predicted[~smaller] / true_ml[~smaller]):.2f} on the others")
