@@ -36,6 +36,7 @@ from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
+from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
 from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
@@ -69,6 +70,8 @@ class TrainedModel:
     """The training scans' pre-alignments keyed by file sha256 (empty for runs made before they were kept)."""
     refinement: FineRefinement | None = None
     """The fine-grid pass of every deformable registration (``None``: off, or no finer than the working grid)."""
+    label_smoothing_mm: float = 0.0
+    """Gaussian sigma (mm) of the volume-keeping smoothing of the final segmentation (0 = off)."""
 
     @property
     def label_ids(self) -> list[int]:
@@ -76,11 +79,12 @@ class TrainedModel:
 
 
 def load_trained_model(
-    run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None
+    run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None, label_smoothing_mm: float = 0.0
 ) -> TrainedModel:
     """Load a finished run folder (configuration, atlas, label table and weights).
 
-    ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off).
+    ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off);
+    ``label_smoothing_mm`` smooths each final segmentation (:mod:`RRLMedSAMLib.inference.label_smoothing`).
     """
     run = RunFolder(Path(run_dir))
     config = require_trained_model(run)
@@ -105,7 +109,7 @@ def load_trained_model(
     training_affines = json.loads(run.prealignment.read_text()) if run.prealignment.is_file() else {}
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
-        atlas_working, networks, device, method, inputs, training_affines, refinement,
+        atlas_working, networks, device, method, inputs, training_affines, refinement, label_smoothing_mm,
     )
 
 
@@ -146,6 +150,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
         segmentation, restored = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
+    segmentation = smooth_labels_keeping_volumes(segmentation, model.label_smoothing_mm)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -165,7 +170,8 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
         report |= {"method": model.method.name, "registration": registration,
                    "prealignment": "reused from training" if known is not None else "computed",
-                   "atlas_prior": model.preset.atlas_prior, "voxels_differing_from_registration": changed,
+                   "atlas_prior": model.preset.atlas_prior, "label_smoothing_mm": model.label_smoothing_mm,
+                   "voxels_differing_from_registration": changed,
                    "structures_restored_from_registration": restored,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
         write_json_atomic(folder / "qc.json", report)

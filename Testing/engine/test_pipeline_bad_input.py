@@ -107,6 +107,15 @@ def test_negative_step_counts_are_refused(tiny_case: dict[str, Path], tiny_run: 
     _expect_error(capsys, [*_train(tiny_case, run), "--refinement-grid-size", "-5"], "--refinement-grid-size must be 0 or more", run)
 
 
+@pytest.mark.parametrize("sigma", ["-1", "nan", "inf"])
+def test_bad_label_smoothing_is_refused(
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, sigma: str
+) -> None:
+    seg = tmp_path / "seg"
+    _expect_error(capsys, ["segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", seg, "--label-smoothing-mm", sigma],
+                  "--label-smoothing-mm must be 0 or more", seg)
+
+
 def test_bad_scan_leaves_earlier_results_untouched(
     tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

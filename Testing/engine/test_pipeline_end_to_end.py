@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
 from RRLMedSAMLib.progress import PROGRESS_MARKER
 from tiny_case import LABEL_IDS, engine
 
@@ -115,3 +116,21 @@ def test_fine_grid_refinement_runs_by_default_and_can_be_switched_off(
     plain = json.loads((tmp_path / "scan_a_image" / "qc.json").read_text())
     assert plain["registration"] == "affine + deformable network + instance optimisation"
     assert "fine_refinement_s" not in plain["timings_s"]
+
+
+def _labels(folder: Path, name: str) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name)))
+
+
+def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
+    common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0")
+    assert engine(*common, "--out", tmp_path / "plain").returncode == 0
+    result = engine(*common, "--out", tmp_path / "smoothed", "--label-smoothing-mm", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain, smoothed = tmp_path / "plain" / "scan_a_image", tmp_path / "smoothed" / "scan_a_image"
+    assert json.loads((smoothed / "qc.json").read_text())["label_smoothing_mm"] == 3.0
+    assert json.loads((plain / "qc.json").read_text())["label_smoothing_mm"] == 0.0
+    np.testing.assert_array_equal(_labels(smoothed, "warped_atlas_label.nii.gz"), _labels(plain, "warped_atlas_label.nii.gz"))
+    expected = smooth_labels_keeping_volumes(sitk.ReadImage(str(plain / "segmentation.nii.gz")), 3.0)
+    np.testing.assert_array_equal(_labels(smoothed, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
+    assert (_labels(smoothed, "segmentation.nii.gz") != _labels(plain, "segmentation.nii.gz")).any()

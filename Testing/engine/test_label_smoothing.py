@@ -1,0 +1,63 @@
+"""Volume-keeping label smoothing (:mod:`RRLMedSAMLib.inference.label_smoothing`) on small real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
+
+SPACING_XYZ = (0.5, 0.8, 2.0)
+
+
+def _image(array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin((10.0, -4.0, 3.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    return image
+
+
+def _boundary_faces(mask: np.ndarray) -> int:
+    """Faces between a voxel inside and one outside: a ragged boundary has more of them."""
+    return int(sum(np.count_nonzero(np.diff(mask.astype(np.int8), axis=axis)) for axis in range(3)))
+
+
+def _ragged_blob() -> np.ndarray:
+    """A box (z, y, x) = 8 x 24 x 36 voxels (16 x 19.2 x 18 mm) with a random one-voxel fringe on every face."""
+    rng = np.random.default_rng(3)
+    array = np.zeros((16, 40, 56), np.uint8)
+    array[4:12, 8:32, 10:46] = 2
+    fringe = rng.random(array.shape) < 0.5
+    grown = np.zeros_like(fringe)
+    grown[3:13, 7:33, 9:47] = True
+    array[grown & fringe & (array == 0)] = 2
+    return array
+
+
+def test_smoothing_keeps_volume_ids_and_geometry_and_removes_the_fringe() -> None:
+    labelmap = _image(_ragged_blob())
+    smoothed = smooth_labels_keeping_volumes(labelmap, 1.5)
+    before, after = sitk.GetArrayFromImage(labelmap), sitk.GetArrayFromImage(smoothed)
+    assert set(np.unique(after)) == {0, 2}
+    assert abs(int((after == 2).sum()) - int((before == 2).sum())) <= 0.01 * (before == 2).sum()
+    assert _boundary_faces(after == 2) < 0.8 * _boundary_faces(before == 2)
+    assert smoothed.GetSpacing() == labelmap.GetSpacing() and smoothed.GetOrigin() == labelmap.GetOrigin()
+    assert smoothed.GetDirection() == labelmap.GetDirection()
+    assert smoothed.GetPixelID() == labelmap.GetPixelID()
+
+
+def test_neighbouring_structures_keep_their_volumes_and_do_not_swap() -> None:
+    array = np.zeros((12, 30, 30), np.uint16)
+    array[2:10, 5:15, 5:25] = 1
+    array[2:10, 15:25, 5:25] = 7
+    smoothed = sitk.GetArrayFromImage(smooth_labels_keeping_volumes(_image(array), 1.0))
+    for label in (1, 7):
+        assert abs(int((smoothed == label).sum()) - int((array == label).sum())) <= 0.05 * (array == label).sum()
+    # The two halves stay on their own sides of the shared face.
+    assert not (smoothed[:, 17:, :] == 1).any() and not (smoothed[:, :13, :] == 7).any()
+
+
+def test_zero_sigma_returns_the_labelmap_unchanged() -> None:
+    labelmap = _image(_ragged_blob())
+    assert smooth_labels_keeping_volumes(labelmap, 0.0) is labelmap
