@@ -17,6 +17,9 @@ import SimpleITK as sitk
 
 #: The blur is computed in a box around each structure, this many sigmas wide on each side.
 BOX_MARGIN_SIGMAS = 3.0
+#: The recursive Gaussian needs at least this many voxels along each axis; a structure whose box is
+#: thinner (a scan only a few voxels thick) is kept as it is.
+MIN_BOX_VOXELS = 4
 
 
 def _structure_box(mask: np.ndarray, margin_voxels: np.ndarray) -> tuple[slice, ...]:
@@ -45,16 +48,19 @@ def smooth_labels_keeping_volumes(labelmap: sitk.Image, sigma_mm: float) -> sitk
         return labelmap
     labels = sitk.GetArrayFromImage(labelmap)
     spacing_zyx = tuple(float(s) for s in labelmap.GetSpacing()[::-1])
-    margin = np.array([math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s) for s in spacing_zyx])
+    margin = np.array([max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_zyx])
     best_margin = np.zeros(labels.shape, np.float32)
     result = np.zeros_like(labels)
     for label in (int(v) for v in np.unique(labels) if v != 0):
         mask = labels == label
         box = _structure_box(mask, margin)
-        blurred = _blurred(mask[box], spacing_zyx, sigma_mm)
-        count = int(mask.sum())
-        cut = np.partition(blurred.ravel(), blurred.size - count)[blurred.size - count]
-        above = blurred - cut
+        if min(mask[box].shape) < MIN_BOX_VOXELS:
+            above = np.where(mask[box], np.float32(0), np.float32(-1))
+        else:
+            blurred = _blurred(mask[box], spacing_zyx, sigma_mm)
+            count = int(mask.sum())
+            cut = np.partition(blurred.ravel(), blurred.size - count)[blurred.size - count]
+            above = blurred - cut
         region_margin, region_result = best_margin[box], result[box]
         claims = (above >= 0) & ((region_result == 0) | (above > region_margin))
         region_margin[claims] = above[claims]

@@ -61,3 +61,12 @@ def test_neighbouring_structures_keep_their_volumes_and_do_not_swap() -> None:
 def test_zero_sigma_returns_the_labelmap_unchanged() -> None:
     labelmap = _image(_ragged_blob())
     assert smooth_labels_keeping_volumes(labelmap, 0.0) is labelmap
+
+
+def test_tiny_structures_and_thin_scans_do_not_fail() -> None:
+    array = np.zeros((3, 20, 20), np.uint8)  # a slab only 3 voxels thick: kept as it is
+    array[1, 5:9, 5:9] = 4
+    assert np.array_equal(sitk.GetArrayFromImage(smooth_labels_keeping_volumes(_image(array), 0.1)), array)
+    single = np.zeros((12, 12, 12), np.uint8)
+    single[6, 6, 6] = 5  # one voxel, at a sigma far below the voxel size
+    assert int((sitk.GetArrayFromImage(smooth_labels_keeping_volumes(_image(single), 0.05)) == 5).sum()) == 1
