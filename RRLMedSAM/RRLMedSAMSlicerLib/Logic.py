@@ -109,9 +109,13 @@ class RRLMedSAMLogic:
     # ------------------------------------------------------------ segmentation
 
     def segment_command(
-        self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto"
+        self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
+        label_smoothing_mm: float = 0.0,
     ) -> tuple[list[str], SegmentationJob]:
-        """Export ``scans`` into a new results folder and return the ``segment`` command and job."""
+        """Export ``scans`` into a new results folder and return the ``segment`` command and job.
+
+        ``label_smoothing_mm`` > 0 asks the engine to smooth each structure, keeping its volume.
+        """
         run_folder = Path(run_folder)
         if not self.model_dir(run_folder).is_dir():
             raise sc.SceneConversionError(
@@ -134,6 +138,8 @@ class RRLMedSAMLogic:
             *self.command(), "segment", "--model", str(self.model_dir(run_folder)),
             "--image", *map(str, images), "--out", str(job.out_dir), "--device", device,
         ]
+        if label_smoothing_mm > 0:
+            command += ["--label-smoothing-mm", f"{float(label_smoothing_mm):g}"]
         return command, job
 
     def load_results(

@@ -33,6 +33,7 @@ class RRLMedSAMParameterNode:
     runFolder: Path = DEFAULT_RUN_FOLDER
     keepTemporaryFiles: bool = False
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    labelSmoothingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
     fieldDisplay: Annotated[str, Choice(list(FIELD_DISPLAY_MODES))] = "grid"
     fieldOverlay: Annotated[str, Choice(list(FIELD_OVERLAYS))] = "none"
     showPromptMasks: bool = False

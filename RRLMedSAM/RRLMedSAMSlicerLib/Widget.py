@@ -211,7 +211,9 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start segmentation."), waitCursor=True):
             if not self.ensureEngine():
                 return
-            command, self.job = self.logic.segment_command(node.runFolder, scan_nodes(node), device=node.device)
+            command, self.job = self.logic.segment_command(
+                node.runFolder, scan_nodes(node), device=node.device, label_smoothing_mm=node.labelSmoothingMm
+            )
             self._start(command, State.SEGMENTING)
 
     def cancel(self) -> None:

@@ -157,6 +157,9 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     command, job = logic.segment_command(tmp_path, scans, device="cuda")
     assert command[3] == "segment" and command[command.index("--device") + 1] == "cuda"
     assert list(job.scans) == ["scan_1", "scan_1_2"] and job.out_dir.parent.parent == tmp_path / "results"
+    assert "--label-smoothing-mm" not in command
+    smoothed, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm=2.5)
+    assert smoothed[smoothed.index("--label-smoothing-mm") + 1] == "2.5"
     with pytest.raises(sc.SceneConversionError, match="at least one scan"):
         logic.train_command(tmp_path, atlas, segmentation, [])
     with pytest.raises(sc.SceneConversionError, match="also checked"):
