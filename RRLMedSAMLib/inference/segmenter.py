@@ -11,6 +11,9 @@ mask that prompted the AP decoder, atlas ids). What the networks do per method i
 Atlas-prior runs fuse the network's correction with the registration-only label at the scan's
 full resolution (:func:`RRLMedSAMLib.geometry.deformation.fuse_correction_on_scan`): with a
 silent network the segmentation is exactly ``warped_atlas_label``.
+
+With ``label_smoothing_mm`` > 0 the final segmentation (never ``warped_atlas_label``) is then
+smoothed structure by structure, keeping volumes (:mod:`RRLMedSAMLib.inference.label_smoothing`).
 """
 
 from __future__ import annotations
