@@ -11,9 +11,11 @@ whose blurred value lies further above its own cut; a voxel no structure claims 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 #: The blur is computed in a box around each structure, this many sigmas wide on each side.
 BOX_MARGIN_SIGMAS = 3.0
@@ -22,19 +24,15 @@ BOX_MARGIN_SIGMAS = 3.0
 MIN_BOX_VOXELS = 4
 
 
-def _structure_box(mask: np.ndarray, margin_voxels: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box ``(z, y, x)`` slices of ``mask`` grown by ``margin_voxels`` (clipped to the array)."""
-    coords = np.nonzero(mask)
-    return tuple(
-        slice(max(int(c.min()) - int(m), 0), min(int(c.max()) + int(m) + 1, size))
-        for c, m, size in zip(coords, margin_voxels, mask.shape)
-    )
+def _grown(box: tuple[slice, ...], margin_voxels: Sequence[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` (``(z, y, x)`` slices) grown by ``margin_voxels`` on each side, clipped to ``shape``."""
+    return tuple(slice(max(b.start - m, 0), min(b.stop + m, size)) for b, m, size in zip(box, margin_voxels, shape))
 
 
-def _blurred(mask: np.ndarray, spacing_zyx: tuple[float, ...], sigma_mm: float) -> np.ndarray:
-    """Gaussian blur (``sigma_mm``, physical) of a boolean array on a grid of ``spacing_zyx`` mm."""
+def _blurred(mask: np.ndarray, spacing_xyz: tuple[float, ...], sigma_mm: float) -> np.ndarray:
+    """Gaussian blur (``sigma_mm``, physical) of a boolean ``(z, y, x)`` array on a grid of ``spacing_xyz`` mm."""
     image = sitk.GetImageFromArray(mask.astype(np.float32))
-    image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+    image.SetSpacing(spacing_xyz)
     return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigma_mm))
 
 
@@ -47,20 +45,21 @@ def smooth_labels_keeping_volumes(labelmap: sitk.Image, sigma_mm: float) -> sitk
     if sigma_mm <= 0:
         return labelmap
     labels = sitk.GetArrayFromImage(labelmap)
-    spacing_zyx = tuple(float(s) for s in labelmap.GetSpacing()[::-1])
-    margin = np.array([max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_zyx])
+    spacing_xyz = labelmap.GetSpacing()
+    margin = [max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_xyz[::-1]]
     best_margin = np.zeros(labels.shape, np.float32)
     result = np.zeros_like(labels)
-    for label in (int(v) for v in np.unique(labels) if v != 0):
-        mask = labels == label
-        box = _structure_box(mask, margin)
-        if min(mask[box].shape) < MIN_BOX_VOXELS:
-            above = np.where(mask[box], np.float32(0), np.float32(-1))
+    for label, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        box = _grown(found, margin, labels.shape)
+        mask = labels[box] == label
+        if min(mask.shape) < MIN_BOX_VOXELS:
+            above = np.where(mask, np.float32(0), np.float32(-1))
         else:
-            blurred = _blurred(mask[box], spacing_zyx, sigma_mm)
-            count = int(mask.sum())
-            cut = np.partition(blurred.ravel(), blurred.size - count)[blurred.size - count]
-            above = blurred - cut
+            blurred = _blurred(mask, spacing_xyz, sigma_mm)
+            kept_rank = blurred.size - int(mask.sum())
+            above = blurred - np.partition(blurred.ravel(), kept_rank)[kept_rank]
         region_margin, region_result = best_margin[box], result[box]
         claims = (above >= 0) & ((region_result == 0) | (above > region_margin))
         region_margin[claims] = above[claims]
