@@ -26,6 +26,8 @@ from RRLMedSAMSlicerLib.ProcessRunner import DEVICES, engine_command
 PRESETS = ("fast", "standard", "full")
 ENGINE_PRESETS = ("tiny", *PRESETS)
 EXTRAS_FOLDER_SUFFIX = "RRL-MedSAM"
+#: The engine's ``--label-smoothing-mm`` value that chooses each structure's sigma from the atlas.
+AUTO_SMOOTHING = "auto"
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,12 @@ class RRLMedSAMLogic:
 
     def segment_command(
         self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
-        label_smoothing_mm: float = 0.0,
+        label_smoothing_mm: float | str = 0.0,
     ) -> tuple[list[str], SegmentationJob]:
         """Export ``scans`` into a new results folder and return the ``segment`` command and job.
 
-        ``label_smoothing_mm`` > 0 asks the engine to smooth each structure, keeping its volume.
+        ``label_smoothing_mm`` > 0 asks the engine to smooth each structure, keeping its volume;
+        ``"auto"`` lets it choose each structure's sigma from the atlas.
         """
         run_folder = Path(run_folder)
         if not self.model_dir(run_folder).is_dir():
@@ -138,7 +141,9 @@ class RRLMedSAMLogic:
             *self.command(), "segment", "--model", str(self.model_dir(run_folder)),
             "--image", *map(str, images), "--out", str(job.out_dir), "--device", device,
         ]
-        if label_smoothing_mm > 0:
+        if label_smoothing_mm == AUTO_SMOOTHING:
+            command += ["--label-smoothing-mm", AUTO_SMOOTHING]
+        elif float(label_smoothing_mm) > 0:
             command += ["--label-smoothing-mm", f"{float(label_smoothing_mm):g}"]
         return command, job
 

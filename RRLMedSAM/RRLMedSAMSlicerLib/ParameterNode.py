@@ -34,6 +34,7 @@ class RRLMedSAMParameterNode:
     keepTemporaryFiles: bool = False
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     labelSmoothingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    labelSmoothingAuto: bool = False
     fieldDisplay: Annotated[str, Choice(list(FIELD_DISPLAY_MODES))] = "grid"
     fieldOverlay: Annotated[str, Choice(list(FIELD_OVERLAYS))] = "none"
     showPromptMasks: bool = False

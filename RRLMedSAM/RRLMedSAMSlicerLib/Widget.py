@@ -13,7 +13,7 @@ from slicer.util import VTKObservationMixin
 from RRLMedSAMSlicerLib import SceneConversion as sc
 from RRLMedSAMSlicerLib import WeightsLogic as wl
 from RRLMedSAMSlicerLib.InstallLogic import MODULE_DIR, InstallError, InstallLogic, extension_resource
-from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic, ScanResult, SegmentationJob
+from RRLMedSAMSlicerLib.Logic import AUTO_SMOOTHING, RRLMedSAMLogic, ScanResult, SegmentationJob
 from RRLMedSAMSlicerLib.ParameterNode import RRLMedSAMParameterLogic, RRLMedSAMParameterNode, scan_nodes, set_scan_nodes
 from RRLMedSAMSlicerLib.ProcessRunner import EngineProcess, ProgressEvent, RunOutcome, default_starter
 from RRLMedSAMSlicerLib.RunState import RunStateMachine, State
@@ -150,6 +150,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         for widget in (self.ui.inputsCollapsibleButton, self.ui.installButton, self.ui.runFolderButton, self.ui.presetComboBox,
                        self.ui.deviceComboBox, self.ui.resumeTrainingCheckBox, self.ui.seedSpinBox):
             widget.enabled = not busy
+        self.ui.labelSmoothingSpinBox.enabled = node is not None and not node.labelSmoothingAuto
         if state == State.CANCELLING:
             self.ui.trainButton.enabled = self.ui.segmentButton.enabled = False
 
@@ -212,7 +213,8 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             if not self.ensureEngine():
                 return
             command, self.job = self.logic.segment_command(
-                node.runFolder, scan_nodes(node), device=node.device, label_smoothing_mm=node.labelSmoothingMm
+                node.runFolder, scan_nodes(node), device=node.device,
+                label_smoothing_mm=AUTO_SMOOTHING if node.labelSmoothingAuto else node.labelSmoothingMm,
             )
             self._start(command, State.SEGMENTING)
 

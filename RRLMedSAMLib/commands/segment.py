@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
@@ -24,10 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="iterations of the fine-grid registration refinement (default: the run's preset; 0 = off, faster)",
     )
     parser.add_argument(
-        "--label-smoothing-mm", type=float, default=0.0, metavar="SIGMA",
-        help="smooth each structure of the final segmentation with a Gaussian of SIGMA mm, keeping its volume "
+        "--label-smoothing-mm", default="0", metavar="SIGMA|auto",
+        help="smooth each structure of the final segmentation with a Gaussian of SIGMA mm, keeping its volume; "
+             "'auto' picks each structure's sigma so it is no rougher than in the atlas label "
              "(default 0 = off; 2 suits prostate T2, see docs/benchmarks.md)",
     )
+
+
+def _label_smoothing(text: str) -> LabelSmoothing:
+    """``--label-smoothing-mm``: ``auto`` or a finite number of mm, 0 or more."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        sigma = float(text)
+    except ValueError:
+        sigma = math.nan
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise InputError(f"--label-smoothing-mm must be 0 or more (mm) or 'auto', not {text!r}.")
+    return sigma
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.refinement_steps is not None and args.refinement_steps < 0:
         raise InputError(f"--refinement-steps must be 0 or more, not {args.refinement_steps}.")
-    if not (math.isfinite(args.label_smoothing_mm) and args.label_smoothing_mm >= 0):
-        raise InputError(f"--label-smoothing-mm must be 0 or more, not {args.label_smoothing_mm}.")
-    model = load_trained_model(args.model, device, args.refinement_steps, args.label_smoothing_mm)
+    model = load_trained_model(args.model, device, args.refinement_steps, _label_smoothing(args.label_smoothing_mm))
     for path in args.image:
         read_scan(path, "Image")
     ensure_writable_folder(args.out)

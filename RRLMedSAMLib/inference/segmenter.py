@@ -39,7 +39,7 @@ from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
-from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
+from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
 from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
@@ -73,8 +73,10 @@ class TrainedModel:
     """The training scans' pre-alignments keyed by file sha256 (empty for runs made before they were kept)."""
     refinement: FineRefinement | None = None
     """The fine-grid pass of every deformable registration (``None``: off, or no finer than the working grid)."""
-    label_smoothing_mm: float = 0.0
-    """Gaussian sigma (mm) of the volume-keeping smoothing of the final segmentation (0 = off)."""
+    label_smoothing_mm: LabelSmoothing = 0.0
+    """Gaussian sigma (mm) of the volume-keeping smoothing of the final segmentation (0 = off), or ``"auto"``."""
+    atlas_roughness: dict[int, float] | None = None
+    """Each atlas structure's boundary roughness, which ``"auto"`` smoothing matches (``None`` otherwise)."""
 
     @property
     def label_ids(self) -> list[int]:
@@ -82,7 +84,8 @@ class TrainedModel:
 
 
 def load_trained_model(
-    run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None, label_smoothing_mm: float = 0.0
+    run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None,
+    label_smoothing_mm: LabelSmoothing = 0.0,
 ) -> TrainedModel:
     """Load a finished run folder (configuration, atlas, label table and weights).
 
@@ -113,6 +116,7 @@ def load_trained_model(
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
         atlas_working, networks, device, method, inputs, training_affines, refinement, label_smoothing_mm,
+        atlas_roughness(atlas_label) if label_smoothing_mm == AUTO else None,
     )
 
 
@@ -153,7 +157,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
         segmentation, restored = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
-    segmentation = smooth_labels_keeping_volumes(segmentation, model.label_smoothing_mm)
+    segmentation, smoothing_sigmas = apply_label_smoothing(segmentation, model.label_smoothing_mm, model.atlas_roughness)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -174,6 +178,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         report |= {"method": model.method.name, "registration": registration,
                    "prealignment": "reused from training" if known is not None else "computed",
                    "atlas_prior": model.preset.atlas_prior, "label_smoothing_mm": model.label_smoothing_mm,
+                   "label_smoothing_sigmas_mm": {str(i): round(v, 3) for i, v in smoothing_sigmas.items()},
                    "voxels_differing_from_registration": changed,
                    "structures_restored_from_registration": restored,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
-from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
+from RRLMedSAMLib.inference.label_smoothing import (
+    AUTO,
+    SIGMA_LADDER_MM,
+    apply_label_smoothing,
+    atlas_roughness,
+    boundary_roughness,
+    smooth_labels_keeping_volumes,
+    smooth_labels_matching_atlas,
+)
 
 SPACING_XYZ = (0.5, 0.8, 2.0)
 
@@ -70,3 +80,66 @@ def test_tiny_structures_and_thin_scans_do_not_fail() -> None:
     single = np.zeros((12, 12, 12), np.uint8)
     single[6, 6, 6] = 5  # one voxel, at a sigma far below the voxel size
     assert int((sitk.GetArrayFromImage(smooth_labels_keeping_volumes(_image(single), 0.05)) == 5).sum()) == 1
+
+
+def _ellipsoid(shape: tuple[int, int, int], radii_voxels: tuple[float, float, float], label: int) -> np.ndarray:
+    grid = np.indices(shape).astype(float)
+    centre = [(n - 1) / 2 for n in shape]
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii_voxels)) <= 1.0
+    return np.where(inside, label, 0).astype(np.uint8)
+
+
+def _with_fringe(array: np.ndarray, label: int, seed: int) -> np.ndarray:
+    """``array`` with a random one-voxel fringe around ``label``: about half its outer shell added."""
+    rng = np.random.default_rng(seed)
+    shell = ndimage.binary_dilation(array == label) & (array == 0)
+    ragged = array.copy()
+    ragged[shell & (rng.random(array.shape) < 0.5)] = label
+    return ragged
+
+
+def test_boundary_roughness_of_simple_shapes() -> None:
+    cube = np.zeros((12, 12, 12), bool)
+    cube[2:10, 2:10, 2:10] = True
+    assert boundary_roughness(cube, (1.0, 1.0, 1.0)) == pytest.approx(6.0)
+    assert boundary_roughness(cube, (2.0, 2.0, 2.0)) == pytest.approx(6.0)  # no unit: the same at any voxel size
+    slab = np.zeros((12, 12, 12), bool)
+    slab[2:4, 2:10, 2:10] = True
+    assert boundary_roughness(slab, (1.0, 1.0, 1.0)) > 6.0
+    ellipsoid = _ellipsoid((24, 30, 30), (8, 11, 11), 1) == 1
+    ragged = _with_fringe(ellipsoid.astype(np.uint8), 1, seed=0) == 1
+    assert boundary_roughness(ragged, (1.0, 1.0, 1.0)) > 1.2 * boundary_roughness(ellipsoid, (1.0, 1.0, 1.0))
+    assert boundary_roughness(np.zeros((4, 4, 4), bool), (1.0, 1.0, 1.0)) == 0.0
+
+
+def test_auto_smooths_a_ragged_structure_until_it_is_as_smooth_as_the_atlas() -> None:
+    atlas = _ellipsoid((24, 40, 40), (7, 14, 12), 2)
+    ragged = _with_fringe(atlas, 2, seed=1)
+    roughness = atlas_roughness(_image(atlas))
+    smoothed, sigmas = smooth_labels_matching_atlas(_image(ragged), roughness)
+    after = sitk.GetArrayFromImage(smoothed)
+    assert SIGMA_LADDER_MM[0] <= sigmas[2] < SIGMA_LADDER_MM[-1]
+    assert boundary_roughness(after == 2, SPACING_XYZ[::-1]) <= roughness[2]
+    assert abs(int((after == 2).sum()) - int((ragged == 2).sum())) <= 0.01 * (ragged == 2).sum()
+    assert smoothed.GetDirection() == _image(ragged).GetDirection()
+
+
+def test_auto_leaves_smooth_structures_and_ones_the_atlas_lacks_alone() -> None:
+    atlas = _ellipsoid((24, 40, 40), (7, 14, 12), 2)
+    labelmap = atlas.copy()
+    labelmap[:3, :4, :4] = 9  # not in the atlas
+    smoothed, sigmas = smooth_labels_matching_atlas(_image(labelmap), atlas_roughness(_image(atlas)))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(smoothed), labelmap)
+    assert sigmas == {2: 0.0, 9: 0.0}
+
+
+def test_auto_stops_at_the_top_of_the_ladder_and_apply_dispatches() -> None:
+    ragged = _image(_with_fringe(_ellipsoid((24, 40, 40), (7, 14, 12), 2), 2, seed=2))
+    _, sigmas = smooth_labels_matching_atlas(ragged, {2: 1.0})  # smoother than any shape can be
+    assert sigmas == {2: SIGMA_LADDER_MM[-1]}
+    assert apply_label_smoothing(ragged, 0.0, None) == (ragged, {})
+    fixed, none = apply_label_smoothing(ragged, 1.5, None)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(fixed), sitk.GetArrayFromImage(smooth_labels_keeping_volumes(ragged, 1.5)))
+    assert none == {}
+    with pytest.raises(ValueError, match="roughness"):
+        apply_label_smoothing(ragged, AUTO, None)

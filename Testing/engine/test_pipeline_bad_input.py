@@ -107,7 +107,7 @@ def test_negative_step_counts_are_refused(tiny_case: dict[str, Path], tiny_run: 
     _expect_error(capsys, [*_train(tiny_case, run), "--refinement-grid-size", "-5"], "--refinement-grid-size must be 0 or more", run)
 
 
-@pytest.mark.parametrize("sigma", ["-1", "nan", "inf"])
+@pytest.mark.parametrize("sigma", ["-1", "nan", "inf", "automatic"])
 def test_bad_label_smoothing_is_refused(
     tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, sigma: str
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.label_smoothing import smooth_labels_keeping_volumes
+from RRLMedSAMLib.inference.label_smoothing import atlas_roughness, smooth_labels_keeping_volumes, smooth_labels_matching_atlas
 from RRLMedSAMLib.progress import PROGRESS_MARKER
 from tiny_case import LABEL_IDS, engine
 
@@ -134,3 +134,13 @@ def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, P
     expected = smooth_labels_keeping_volumes(sitk.ReadImage(str(plain / "segmentation.nii.gz")), 3.0)
     np.testing.assert_array_equal(_labels(smoothed, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
     assert (_labels(smoothed, "segmentation.nii.gz") != _labels(plain, "segmentation.nii.gz")).any()
+
+    result = engine(*common, "--out", tmp_path / "auto", "--label-smoothing-mm", "auto")
+    assert result.returncode == 0, result.stderr[-2000:]
+    auto = tmp_path / "auto" / "scan_a_image"
+    roughness = atlas_roughness(sitk.ReadImage(str(tiny_run / "atlas" / "atlas_label.nii.gz")))
+    expected, sigmas = smooth_labels_matching_atlas(sitk.ReadImage(str(plain / "segmentation.nii.gz")), roughness)
+    np.testing.assert_array_equal(_labels(auto, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
+    report = json.loads((auto / "qc.json").read_text())
+    assert report["label_smoothing_mm"] == "auto"
+    assert report["label_smoothing_sigmas_mm"] == {str(label): round(sigma, 3) for label, sigma in sigmas.items()}

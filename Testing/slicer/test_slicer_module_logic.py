@@ -160,6 +160,8 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     assert "--label-smoothing-mm" not in command
     smoothed, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm=2.5)
     assert smoothed[smoothed.index("--label-smoothing-mm") + 1] == "2.5"
+    auto, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm="auto")
+    assert auto[auto.index("--label-smoothing-mm") + 1] == "auto"
     with pytest.raises(sc.SceneConversionError, match="at least one scan"):
         logic.train_command(tmp_path, atlas, segmentation, [])
     with pytest.raises(sc.SceneConversionError, match="also checked"):
