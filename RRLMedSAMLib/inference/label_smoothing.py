@@ -76,23 +76,21 @@ def _blurred(mask: np.ndarray, spacing_xyz: tuple[float, ...], sigma_mm: float) 
     return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigma_mm))
 
 
-def _too_thin(found: tuple[slice, ...]) -> bool:
-    return min(s.stop - s.start for s in found) < MIN_BOX_VOXELS
-
-
 def _cut(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...],
-         sigma_mm: float) -> tuple[tuple[slice, ...], np.ndarray]:
-    """The box around ``label`` and, in it, each voxel's margin above the volume-keeping cut (>= 0 = inside)."""
-    if sigma_mm <= 0 or _too_thin(found):
-        return found, np.where(labels[found] == label, np.float32(0), np.float32(-1))
-    margin = [max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_xyz[::-1]]
-    box = _grown(found, margin, labels.shape)
-    mask = labels[box] == label
-    if min(mask.shape) < MIN_BOX_VOXELS:
-        return found, np.where(labels[found] == label, np.float32(0), np.float32(-1))
-    blurred = _blurred(mask, spacing_xyz, sigma_mm)
-    kept_rank = blurred.size - int(mask.sum())
-    return box, blurred - np.partition(blurred.ravel(), kept_rank)[kept_rank]
+         sigma_mm: float) -> tuple[tuple[slice, ...], np.ndarray, float]:
+    """The box around ``label``, each voxel's margin above the volume-keeping cut (>= 0 = inside), the sigma used.
+
+    The sigma used is 0 when ``sigma_mm`` is 0 or the box is too thin to blur: the mask is kept.
+    """
+    if sigma_mm > 0:
+        margin = [max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_xyz[::-1]]
+        box = _grown(found, margin, labels.shape)
+        mask = labels[box] == label
+        if min(mask.shape) >= MIN_BOX_VOXELS:
+            blurred = _blurred(mask, spacing_xyz, sigma_mm)
+            kept_rank = blurred.size - int(mask.sum())
+            return box, blurred - np.partition(blurred.ravel(), kept_rank)[kept_rank], sigma_mm
+    return found, np.where(labels[found] == label, np.float32(0), np.float32(-1)), 0.0
 
 
 def _smoothed(labelmap: sitk.Image, choose: SigmaChooser) -> tuple[sitk.Image, dict[int, float]]:
@@ -125,7 +123,7 @@ def smooth_labels_keeping_volumes(labelmap: sitk.Image, sigma_mm: float) -> sitk
         return labelmap
 
     def fixed(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...]):
-        return (*_cut(labels, label, found, spacing_xyz, sigma_mm), sigma_mm)
+        return _cut(labels, label, found, spacing_xyz, sigma_mm)
 
     return _smoothed(labelmap, fixed)[0]
 
@@ -139,15 +137,15 @@ def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, floa
     """
     def matched(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...]):
         spacing_zyx = spacing_xyz[::-1]
-        box, above = _cut(labels, label, found, spacing_xyz, 0.0)
+        box, above, used = _cut(labels, label, found, spacing_xyz, 0.0)
         target = roughness.get(label)
-        if target is None or _too_thin(found) or boundary_roughness(above >= 0, spacing_zyx) <= target:
-            return box, above, 0.0
+        if target is None or boundary_roughness(above >= 0, spacing_zyx) <= target:
+            return box, above, used
         for sigma in SIGMA_LADDER_MM:
-            box, above = _cut(labels, label, found, spacing_xyz, sigma)
-            if boundary_roughness(above >= 0, spacing_zyx) <= target:
+            box, above, used = _cut(labels, label, found, spacing_xyz, sigma)
+            if used == 0 or boundary_roughness(above >= 0, spacing_zyx) <= target:
                 break
-        return box, above, sigma
+        return box, above, used
 
     return _smoothed(labelmap, matched)
 

@@ -143,3 +143,13 @@ def test_auto_stops_at_the_top_of_the_ladder_and_apply_dispatches() -> None:
     assert none == {}
     with pytest.raises(ValueError, match="roughness"):
         apply_label_smoothing(ragged, AUTO, None)
+
+
+def test_a_structure_one_voxel_thick_is_smoothed_when_its_surroundings_are_not() -> None:
+    array = np.zeros((12, 40, 40), np.uint8)
+    array[6, 8:32, 8:32] = 3  # a plate one slice thick, in a scan 12 slices thick
+    ragged = _with_fringe(array, 3, seed=4)
+    ragged[5] = ragged[7] = 0  # the fringe stays in the plate's own slice
+    smoothed = sitk.GetArrayFromImage(smooth_labels_keeping_volumes(_image(ragged), 1.0))
+    assert _boundary_faces(smoothed == 3) < _boundary_faces(ragged == 3)
+    assert abs(int((smoothed == 3).sum()) - int((ragged == 3).sum())) <= 0.02 * (ragged == 3).sum()
