@@ -113,19 +113,20 @@ def _smoothed(labelmap: sitk.Image, choose: SigmaChooser) -> tuple[sitk.Image, d
     return smoothed, sigmas
 
 
+def _fixed(sigma_mm: float) -> SigmaChooser:
+    """Every structure at ``sigma_mm``."""
+    def choose(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...]):
+        return _cut(labels, label, found, spacing_xyz, sigma_mm)
+    return choose
+
+
 def smooth_labels_keeping_volumes(labelmap: sitk.Image, sigma_mm: float) -> sitk.Image:
     """``labelmap`` (integer ids, any grid) with each structure's boundary smoothed at ``sigma_mm``; same grid and ids.
 
     ``sigma_mm`` <= 0 returns the labelmap unchanged. Each structure keeps its voxel count up to
     ties at its cut and to voxels lost to a neighbour that claims them more strongly.
     """
-    if sigma_mm <= 0:
-        return labelmap
-
-    def fixed(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...]):
-        return _cut(labels, label, found, spacing_xyz, sigma_mm)
-
-    return _smoothed(labelmap, fixed)[0]
+    return labelmap if sigma_mm <= 0 else _smoothed(labelmap, _fixed(sigma_mm))[0]
 
 
 def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, float]) -> tuple[sitk.Image, dict[int, float]]:
@@ -152,12 +153,13 @@ def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, floa
 
 def apply_label_smoothing(labelmap: sitk.Image, setting: LabelSmoothing,
                           roughness: dict[int, float] | None) -> tuple[sitk.Image, dict[int, float]]:
-    """``setting`` applied: :data:`AUTO` matches ``roughness`` (required then), a number is a fixed sigma (mm)."""
+    """``setting`` applied, and the sigma (mm) used for each label present (0: left as it was; empty when off).
+
+    :data:`AUTO` matches ``roughness`` (required then); a number is a fixed sigma in mm, 0 = off.
+    """
     if setting == AUTO:
         if roughness is None:
             raise ValueError("label smoothing 'auto' needs the atlas's roughness")
         return smooth_labels_matching_atlas(labelmap, roughness)
     sigma = float(setting)
-    if sigma <= 0:
-        return labelmap, {}
-    return smooth_labels_keeping_volumes(labelmap, sigma), {}
+    return (labelmap, {}) if sigma <= 0 else _smoothed(labelmap, _fixed(sigma))

@@ -138,9 +138,9 @@ def test_auto_stops_at_the_top_of_the_ladder_and_apply_dispatches() -> None:
     _, sigmas = smooth_labels_matching_atlas(ragged, {2: 1.0})  # smoother than any shape can be
     assert sigmas == {2: SIGMA_LADDER_MM[-1]}
     assert apply_label_smoothing(ragged, 0.0, None) == (ragged, {})
-    fixed, none = apply_label_smoothing(ragged, 1.5, None)
+    fixed, sigmas = apply_label_smoothing(ragged, 1.5, None)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(fixed), sitk.GetArrayFromImage(smooth_labels_keeping_volumes(ragged, 1.5)))
-    assert none == {}
+    assert sigmas == {2: 1.5}
     with pytest.raises(ValueError, match="roughness"):
         apply_label_smoothing(ragged, AUTO, None)
 

@@ -130,6 +130,8 @@ def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, P
     plain, smoothed = tmp_path / "plain" / "scan_a_image", tmp_path / "smoothed" / "scan_a_image"
     assert json.loads((smoothed / "qc.json").read_text())["label_smoothing_mm"] == 3.0
     assert json.loads((plain / "qc.json").read_text())["label_smoothing_mm"] == 0.0
+    assert json.loads((plain / "qc.json").read_text())["label_smoothing_sigmas_mm"] == {}
+    assert set(json.loads((smoothed / "qc.json").read_text())["label_smoothing_sigmas_mm"].values()) == {3.0}
     np.testing.assert_array_equal(_labels(smoothed, "warped_atlas_label.nii.gz"), _labels(plain, "warped_atlas_label.nii.gz"))
     expected = smooth_labels_keeping_volumes(sitk.ReadImage(str(plain / "segmentation.nii.gz")), 3.0)
     np.testing.assert_array_equal(_labels(smoothed, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
