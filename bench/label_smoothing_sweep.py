@@ -23,21 +23,18 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
+from RRLMedSAMLib.inference.label_smoothing import (
+    AUTO,
+    LabelSmoothing,
+    apply_label_smoothing,
+    atlas_roughness,
+    parse_label_smoothing,
+)
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.metrics.overlap import dice_per_label, labels_in
 
 #: Dice differences from no smoothing smaller than this count as ties.
 TIE = 5e-4
-
-
-def _setting(text: str) -> LabelSmoothing:
-    if text == AUTO:
-        return AUTO
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"a setting is a sigma of 0 mm or more, or 'auto', not {text}")
-    return value
 
 
 def sweep(pred: Path, truth: Path, atlas_label: Path, settings: list[LabelSmoothing]) -> tuple[list[dict], dict]:
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred", required=True, type=Path, help="folder of per-scan segment results (unsmoothed)")
     parser.add_argument("--truth", required=True, type=Path, help="folder of true labels <name>.nii.gz")
     parser.add_argument("--atlas-label", required=True, type=Path, help="the atlas's label file")
-    parser.add_argument("--settings", nargs="+", type=_setting, default=[0.0, AUTO], help="sigmas in mm, or auto")
+    parser.add_argument("--settings", nargs="+", type=parse_label_smoothing, default=[0.0, AUTO], help="sigmas in mm, or auto")
     parser.add_argument("--selection", nargs="*", default=[], help="scans the settings were chosen on")
     parser.add_argument("--out", type=Path, help="folder for per_scan.csv and summary.md (default: PRED/../smoothing)")
     args = parser.parse_args(argv)

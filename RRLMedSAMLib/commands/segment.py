@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing
+from RRLMedSAMLib.inference.label_smoothing import LabelSmoothing, parse_label_smoothing
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
@@ -33,16 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _label_smoothing(text: str) -> LabelSmoothing:
-    """``--label-smoothing-mm``: ``auto`` or a finite number of mm, 0 or more."""
-    if text.strip().lower() == AUTO:
-        return AUTO
+    """``--label-smoothing-mm`` parsed, or one clear :class:`InputError`."""
     try:
-        sigma = float(text)
-    except ValueError:
-        sigma = math.nan
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise InputError(f"--label-smoothing-mm must be 0 or more (mm) or 'auto', not {text!r}.")
-    return sigma
+        return parse_label_smoothing(text)
+    except ValueError as error:
+        raise InputError(f"--label-smoothing-mm {error}.") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,19 @@ MIN_BOX_VOXELS = 4
 SigmaChooser = Callable[[np.ndarray, int, tuple[slice, ...], tuple[float, ...]], tuple[tuple[slice, ...], np.ndarray, float]]
 
 
+def parse_label_smoothing(text: str) -> LabelSmoothing:
+    """``auto`` or a finite number of mm, 0 or more; anything else raises ``ValueError``."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        sigma = float(text)
+    except ValueError:
+        sigma = math.nan
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"must be 0 or more (mm) or 'auto', not {text!r}")
+    return sigma
+
+
 def boundary_roughness(mask: np.ndarray, spacing_zyx: Sequence[float]) -> float:
     """Boundary area over volume^(2/3) of a boolean ``(z, y, x)`` mask; dimensionless, larger = rougher.
 
