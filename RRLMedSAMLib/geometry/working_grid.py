@@ -110,6 +110,23 @@ def make_working_grid(
     )
 
 
+def network_working_grid(atlas_label: sitk.Image, max_size: int, divisor: int) -> WorkingGrid:
+    """The networks' grid: :func:`make_working_grid`, but never finer than the atlas's own voxels.
+
+    A small field of view (a prostate, 64 voxels of 0.4 mm) would otherwise be up-sampled to
+    ``max_size`` voxels: more memory and time, no more detail, and the registration's NCC window
+    and smoothness (set in voxels) would cover less anatomy.
+    """
+    return make_working_grid(atlas_label, max_size, divisor=divisor, min_voxel_mm=float(min(atlas_label.GetSpacing())))
+
+
+def stored_or_legacy_grid(stored: dict | None, atlas_label: sitk.Image, max_size: int, divisor: int) -> WorkingGrid:
+    """The grid a run folder recorded at training; runs made before it was recorded had no voxel floor."""
+    if stored is not None:
+        return WorkingGrid.from_dict(stored)
+    return make_working_grid(atlas_label, max_size, divisor=divisor)
+
+
 def resample_to_grid(
     image: sitk.Image,
     grid: WorkingGrid,

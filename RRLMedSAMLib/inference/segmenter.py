@@ -33,7 +33,7 @@ from RRLMedSAMLib.geometry.deformation import (
     compose_scan_displacement, folding_fraction, fuse_correction_on_scan, map_probabilities_to_scan,
     warp_atlas_to_scan, write_displacement_field,
 )
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
@@ -50,7 +50,7 @@ from RRLMedSAMLib.training.prepare import classes_to_labels, labels_to_classes
 from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
 from RRLMedSAMLib.training.teacher_features import build_teacher
-from RRLMedSAMLib.training.trainer import run_settings
+from RRLMedSAMLib.training.trainer import run_settings, run_working_grid
 
 
 @dataclass
@@ -97,7 +97,7 @@ def load_trained_model(
     method, preset, settings, teacher_record = run_settings(config)
     atlas_image = read_scan(run.atlas_image, "Run folder atlas image")
     atlas_label = read_label(run.atlas_label, "Run folder atlas label")
-    grid = make_working_grid(atlas_label, preset.grid_size, divisor=2 ** (len(preset.channels) - 1))
+    grid = run_working_grid(config, atlas_label)
     networks = build_method_networks(method, preset, len(config["label_ids"]) + 1, settings, teacher_record)
     load_weights(run.model, networks)
     for module in networks.values():

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.geometry.affine import affine_from_dict, affine_to_dict, prealign_to_atlas
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.volumes import check_atlas_label, fit_label_to_image, read_label, read_scan, volume_stem
@@ -90,14 +90,12 @@ def prepare_training_data(
     atlas: Atlas,
     scans: Sequence[sitk.Image],
     scan_names: Sequence[str],
-    grid_size: int,
-    divisor: int,
+    grid: WorkingGrid,
     affine_iterations: int,
     seed: int,
     progress: ProgressReporter,
 ) -> PreparedData:
-    """Working grid from the atlas; every (validated) scan pre-aligned and resampled onto it."""
-    grid = make_working_grid(atlas.label, grid_size, divisor=divisor)
+    """Every (validated) scan pre-aligned to the atlas and resampled onto the working ``grid``."""
     atlas_image = normalize_intensity(resample_to_grid(atlas.image, grid))
     atlas_classes = labels_to_classes(resample_to_grid(atlas.label, grid, is_label=True), atlas.label_ids)
     progress.start_stage("prealign", len(scans), "affine pre-alignment of every scan to the atlas")

@@ -36,7 +36,7 @@ def _distils(config: dict) -> bool:
 
 def shareable_stages(source: dict, target: dict) -> tuple[str, ...]:
     """Stages (in run order) whose results the run configured by ``target`` can take from ``source``."""
-    same = ("format_version", "engine_version", "inputs", "seed", "scan_names")
+    same = ("format_version", "engine_version", "inputs", "seed", "scan_names", "working_grid")
     if any(source.get(key) != target.get(key) for key in same):
         return ()
     a, b = source["preset"], target["preset"]

@@ -14,11 +14,13 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import SimpleITK as sitk
 import torch
 from torch import nn
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
 from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, network_working_grid, stored_or_legacy_grid
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.label_table import build_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem, write_image
@@ -132,6 +134,7 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
             "inputs": _inputs_config(request),
             "scan_names": names,
             "label_ids": atlas.label_ids,
+            "working_grid": network_working_grid(atlas.label, preset.grid_size, _grid_divisor(preset)).to_dict(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         write_image(atlas.image, run.atlas_image)
@@ -150,8 +153,8 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     if run.prepared.exists():
         data = load_prepared(run.prepared)
     else:
-        divisor = 2 ** (len(preset.channels) - 1)
-        data = prepare_training_data(atlas, scans, names, preset.grid_size, divisor, preset.affine_iterations, seed, progress)
+        grid = run_working_grid(config, atlas.label)
+        data = prepare_training_data(atlas, scans, names, grid, preset.affine_iterations, seed, progress)
         write_json_atomic(run.prealignment, prealignment_record(request.images, data))
         save_prepared(data, run.prepared)
 
@@ -169,6 +172,17 @@ def run_settings(config: dict) -> tuple[Method, Preset, RRLSettings, dict]:
     settings = RRLSettings.from_dict(config["rrl"]) if "rrl" in config else get_rrl_settings(preset.name)
     teacher = config.get("teacher") or no_teacher("run made before teachers existed")
     return get_method(config.get("method", "plain")), preset, settings, teacher
+
+
+def run_working_grid(config: dict, atlas_label: sitk.Image) -> WorkingGrid:
+    """The working grid of a stored configuration (recorded at training; older runs: recomputed)."""
+    preset = Preset.from_dict(config["preset"])
+    return stored_or_legacy_grid(config.get("working_grid"), atlas_label, preset.grid_size, _grid_divisor(preset))
+
+
+def _grid_divisor(preset: Preset) -> int:
+    """The encoder's down-sampling factor: every side of the working grid is a multiple of it."""
+    return 2 ** (len(preset.channels) - 1)
 
 
 def _absolute_paths(rrl: dict) -> dict:
@@ -215,6 +229,8 @@ def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.devi
     method, _, rrl_settings, record = run_settings(config)
     teacher = teacher_summary(record, rrl_settings)
     settings = config["preset"] | {"seed": config["seed"]}
+    if "working_grid" in config:
+        settings["working_grid"] = config["working_grid"]
     if method.family == "rrl":
         parameters = rrl_parameter_counts(networks)
         settings |= {k: v for k, v in rrl_settings.to_dict().items() if not k.startswith("autosam")}
