@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from RRLMedSAMLib.geometry.affine import prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import folding_fraction
-from RRLMedSAMLib.geometry.working_grid import network_working_grid
+from RRLMedSAMLib.geometry.working_grid import make_working_grid
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def affine_propagation(
     An affine map folds either nowhere or everywhere: the folding fraction is 0 for a positive
     determinant and 1 for a reflection.
     """
-    grid = network_working_grid(atlas_label, grid_size, divisor)
+    grid = make_working_grid(atlas_label, grid_size, divisor=divisor)
     atlas_to_scan = prealign_to_atlas(atlas_image, scan, grid, iterations=iterations, seed=seed)
     scan_to_atlas = atlas_to_scan.GetInverse()
     label = sitk.Resample(atlas_label, scan, scan_to_atlas, sitk.sitkNearestNeighbor, 0, atlas_label.GetPixelID())

@@ -78,7 +78,7 @@ def make_working_grid(
     margin_fraction: float = 0.1,
     min_margin_mm: float = 8.0,
     divisor: int = 16,
-    min_voxel_mm: float = 0.0,
+    min_voxel_mm: float | None = None,
 ) -> WorkingGrid:
     """A grid around the atlas's labelled region, in the atlas frame.
 
@@ -86,9 +86,15 @@ def make_working_grid(
     least ``min_margin_mm``), clipped to the atlas image's field of view, then covered by
     isotropic voxels such that the longest side has ``max_size`` voxels; every side is rounded up
     to a multiple of ``divisor`` (the encoder's down-sampling factor) and the grid re-centred.
-    Voxels are never smaller than ``min_voxel_mm`` (then the longest side has fewer voxels).
+    Voxels are never smaller than ``min_voxel_mm`` (then the longest side has fewer voxels); by
+    default that is the atlas's finest voxel spacing, so a small field of view (a prostate, 64
+    voxels of 0.4 mm) is not up-sampled: up-sampling adds memory and time but no detail, and
+    shrinks the anatomy the registration's NCC window and smoothness (set in voxels) cover.
+    ``0`` turns the floor off.
     """
     spacing = np.array(atlas_label.GetSpacing())
+    if min_voxel_mm is None:
+        min_voxel_mm = float(spacing.min())
     low, high = label_bounding_box_index(atlas_label)
     extent_mm = (high - low + 1) * spacing
     margin_vox = np.maximum(extent_mm * margin_fraction, min_margin_mm) / spacing
@@ -110,21 +116,11 @@ def make_working_grid(
     )
 
 
-def network_working_grid(atlas_label: sitk.Image, max_size: int, divisor: int) -> WorkingGrid:
-    """The networks' grid: :func:`make_working_grid`, but never finer than the atlas's own voxels.
-
-    A small field of view (a prostate, 64 voxels of 0.4 mm) would otherwise be up-sampled to
-    ``max_size`` voxels: more memory and time, no more detail, and the registration's NCC window
-    and smoothness (set in voxels) would cover less anatomy.
-    """
-    return make_working_grid(atlas_label, max_size, divisor=divisor, min_voxel_mm=float(min(atlas_label.GetSpacing())))
-
-
 def stored_or_legacy_grid(stored: dict | None, atlas_label: sitk.Image, max_size: int, divisor: int) -> WorkingGrid:
     """The grid a run folder recorded at training; runs made before it was recorded had no voxel floor."""
     if stored is not None:
         return WorkingGrid.from_dict(stored)
-    return make_working_grid(atlas_label, max_size, divisor=divisor)
+    return make_working_grid(atlas_label, max_size, divisor=divisor, min_voxel_mm=0.0)
 
 
 def resample_to_grid(

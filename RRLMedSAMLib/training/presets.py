@@ -63,6 +63,11 @@ class Preset:
     refinement_ncc_kernel: int = 5
     refinement_coarse_steps: int = 20
 
+    @property
+    def grid_divisor(self) -> int:
+        """The encoder's down-sampling factor: every side of the working grid is a multiple of it."""
+        return 2 ** (len(self.channels) - 1)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, network_working_grid, stored_or_legacy_grid
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.label_table import build_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem, write_image
@@ -134,7 +134,7 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
             "inputs": _inputs_config(request),
             "scan_names": names,
             "label_ids": atlas.label_ids,
-            "working_grid": network_working_grid(atlas.label, preset.grid_size, _grid_divisor(preset)).to_dict(),
+            "working_grid": make_working_grid(atlas.label, preset.grid_size, divisor=preset.grid_divisor).to_dict(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         write_image(atlas.image, run.atlas_image)
@@ -177,12 +177,7 @@ def run_settings(config: dict) -> tuple[Method, Preset, RRLSettings, dict]:
 def run_working_grid(config: dict, atlas_label: sitk.Image) -> WorkingGrid:
     """The working grid of a stored configuration (recorded at training; older runs: recomputed)."""
     preset = Preset.from_dict(config["preset"])
-    return stored_or_legacy_grid(config.get("working_grid"), atlas_label, preset.grid_size, _grid_divisor(preset))
-
-
-def _grid_divisor(preset: Preset) -> int:
-    """The encoder's down-sampling factor: every side of the working grid is a multiple of it."""
-    return 2 ** (len(preset.channels) - 1)
+    return stored_or_legacy_grid(config.get("working_grid"), atlas_label, preset.grid_size, preset.grid_divisor)
 
 
 def _absolute_paths(rrl: dict) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, network_working_grid, stored_or_legacy_grid
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
 from RRLMedSAMLib.inference.segmenter import load_trained_model
 
 
@@ -27,17 +27,17 @@ def _label(size_xyz: tuple[int, int, int], spacing: tuple[float, float, float]) 
 def test_a_small_field_of_view_is_not_upsampled() -> None:
     """A prostate-like atlas (64 x 64 x 60 voxels of 0.4 mm) keeps 0.4 mm voxels on a 96-voxel preset."""
     label = _label((64, 64, 60), (0.4, 0.4, 0.4))
-    assert make_working_grid(label, 96, divisor=16).spacing_mm < 0.3
-    grid = network_working_grid(label, 96, 16)
+    assert make_working_grid(label, 96, divisor=16, min_voxel_mm=0.0).spacing_mm < 0.3
+    grid = make_working_grid(label, 96, divisor=16)
     assert np.isclose(grid.spacing_mm, 0.4)
     assert all(side % 16 == 0 for side in grid.size_xyz) and max(grid.size_xyz) == 64
 
 
 def test_the_floor_is_the_finest_axis_and_coarse_atlases_are_unchanged() -> None:
     anisotropic = _label((40, 40, 12), (0.5, 0.5, 3.0))
-    assert np.isclose(network_working_grid(anisotropic, 96, 16).spacing_mm, 0.5)
+    assert np.isclose(make_working_grid(anisotropic, 96, divisor=16).spacing_mm, 0.5)
     coarse = _label((160, 160, 120), (1.0, 1.0, 1.0))
-    assert network_working_grid(coarse, 64, 16) == make_working_grid(coarse, 64, divisor=16)
+    assert make_working_grid(coarse, 64, divisor=16) == make_working_grid(coarse, 64, divisor=16, min_voxel_mm=0.0)
 
 
 def test_training_records_the_grid_and_segment_uses_it(tiny_run: Path, tmp_path: Path) -> None:
@@ -61,7 +61,8 @@ def test_runs_made_before_the_grid_was_recorded_recompute_it_without_the_floor(t
     del config["working_grid"]
     (run / "config.json").write_text(json.dumps(config))
     atlas_label = sitk.ReadImage(str(run / "atlas" / "atlas_label.nii.gz"))
-    expected = make_working_grid(atlas_label, config["preset"]["grid_size"], divisor=2 ** (len(config["preset"]["channels"]) - 1))
+    expected = make_working_grid(atlas_label, config["preset"]["grid_size"], divisor=2 ** (len(config["preset"]["channels"]) - 1),
+                                 min_voxel_mm=0.0)
     assert load_trained_model(run, torch.device("cpu")).grid == expected
     fine = _label((64, 64, 60), (0.4, 0.4, 0.4))
-    assert stored_or_legacy_grid(None, fine, 96, 16) == make_working_grid(fine, 96, divisor=16)
+    assert stored_or_legacy_grid(None, fine, 96, 16) == make_working_grid(fine, 96, divisor=16, min_voxel_mm=0.0)
