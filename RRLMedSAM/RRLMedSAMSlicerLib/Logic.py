@@ -112,12 +112,13 @@ class RRLMedSAMLogic:
 
     def segment_command(
         self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
-        label_smoothing_mm: float | str = 0.0,
+        label_smoothing_mm: float | str = 0.0, registration_ensemble: int = 1,
     ) -> tuple[list[str], SegmentationJob]:
         """Export ``scans`` into a new results folder and return the ``segment`` command and job.
 
         ``label_smoothing_mm`` > 0 asks the engine to smooth each structure, keeping its volume;
-        ``"auto"`` lets it choose each structure's sigma from the atlas.
+        ``"auto"`` lets it choose each structure's sigma from the atlas. ``registration_ensemble`` > 1
+        asks it to register each scan that many times from slightly moved starts and vote.
         """
         run_folder = Path(run_folder)
         if not self.model_dir(run_folder).is_dir():
@@ -145,6 +146,8 @@ class RRLMedSAMLogic:
             command += ["--label-smoothing-mm", AUTO_SMOOTHING]
         elif float(label_smoothing_mm) > 0:
             command += ["--label-smoothing-mm", f"{float(label_smoothing_mm):g}"]
+        if int(registration_ensemble) > 1:
+            command += ["--registration-ensemble", str(int(registration_ensemble))]
         return command, job
 
     def load_results(

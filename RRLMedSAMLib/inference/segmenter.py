@@ -12,6 +12,8 @@ Atlas-prior runs fuse the network's correction with the registration-only label 
 full resolution (:func:`RRLMedSAMLib.geometry.deformation.fuse_correction_on_scan`): with a
 silent network the segmentation is exactly ``warped_atlas_label``.
 
+With ``registration_ensemble`` > 1 the label fused with the correction is the majority vote of
+that many registrations from perturbed starts (:mod:`RRLMedSAMLib.inference.registration_ensemble`).
 With ``label_smoothing_mm`` > 0 the final segmentation (never ``warped_atlas_label``) is then
 smoothed structure by structure, keeping volumes (:mod:`RRLMedSAMLib.inference.label_smoothing`).
 """
@@ -22,6 +24,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,7 @@ from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_im
 from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
 from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
 from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
+from RRLMedSAMLib.inference.registration_ensemble import anatomy_centre, perturbed_prealignments, vote
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
@@ -48,6 +52,7 @@ from RRLMedSAMLib.training.methods import Method
 from RRLMedSAMLib.training.networks import build_method_networks
 from RRLMedSAMLib.training.prepare import classes_to_labels, labels_to_classes
 from RRLMedSAMLib.training.presets import Preset
+from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
 from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
 from RRLMedSAMLib.training.teacher_features import build_teacher
 from RRLMedSAMLib.training.trainer import run_settings, run_working_grid
@@ -77,21 +82,36 @@ class TrainedModel:
     """Gaussian sigma (mm) of the volume-keeping smoothing of the final segmentation (0 = off), or ``"auto"``."""
     atlas_roughness: dict[int, float] | None = None
     """Each atlas structure's boundary roughness, which ``"auto"`` smoothing matches (``None`` otherwise)."""
+    registration_ensemble: int = 1
+    """Registrations voted for the label the correction is fused with (1 = the pre-alignment's alone)."""
 
     @property
     def label_ids(self) -> list[int]:
         return [int(v) for v in self.config["label_ids"]]
 
+    @property
+    def ensemble_applies(self) -> bool:
+        """Whether a registration ensemble can change this run's segmentation (atlas prior, deformable registration)."""
+        return self.preset.atlas_prior and self.method.family != "autosam"
+
+    @cached_property
+    def ensemble_centre(self) -> tuple[float, float, float]:
+        """The point (LPS mm) the registration ensemble's perturbations rotate the atlas about."""
+        return anatomy_centre(self.atlas_label)
+
 
 def load_trained_model(
     run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None,
-    label_smoothing_mm: LabelSmoothing = 0.0,
+    label_smoothing_mm: LabelSmoothing = 0.0, registration_ensemble: int = 1,
 ) -> TrainedModel:
     """Load a finished run folder (configuration, atlas, label table and weights).
 
     ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off);
-    ``label_smoothing_mm`` smooths each final segmentation (:mod:`RRLMedSAMLib.inference.label_smoothing`).
+    ``label_smoothing_mm`` smooths each final segmentation (:mod:`RRLMedSAMLib.inference.label_smoothing`);
+    ``registration_ensemble`` > 1 votes that many registrations (:mod:`RRLMedSAMLib.inference.registration_ensemble`).
     """
+    if registration_ensemble < 1:
+        raise ValueError(f"a registration ensemble needs at least one member, not {registration_ensemble}")
     run = RunFolder(Path(run_dir))
     config = require_trained_model(run)
     method, preset, settings, teacher_record = run_settings(config)
@@ -116,7 +136,7 @@ def load_trained_model(
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
         atlas_working, networks, device, method, inputs, training_affines, refinement, label_smoothing_mm,
-        atlas_roughness(atlas_label) if label_smoothing_mm == AUTO else None,
+        atlas_roughness(atlas_label) if label_smoothing_mm == AUTO else None, registration_ensemble,
     )
 
 
@@ -153,15 +173,22 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     displacement = compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
     restored: list[int] = []
+    ensemble_members = 1
     if prediction.correction is None:
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
-        segmentation, restored = _fused_labelmap(model, warped_label, prediction.correction, scan, atlas_to_scan)
+        registration_label = warped_label
+        if model.registration_ensemble > 1 and model.ensemble_applies and prediction.registration == REGISTRATION_DEFORMABLE:
+            ensemble_start = time.perf_counter()
+            registration_label = vote([warped_label, *perturbed_registration_labels(model, scan, atlas_to_scan)])
+            ensemble_members = model.registration_ensemble
+            timings["registration_ensemble_s"] = time.perf_counter() - ensemble_start
+        segmentation, restored = _fused_labelmap(model, registration_label, prediction.correction, scan, atlas_to_scan)
     segmentation, smoothing_sigmas = apply_label_smoothing(segmentation, model.label_smoothing_mm, model.atlas_roughness)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
-    timings["resampling_s"] = time.perf_counter() - tick
+    timings["resampling_s"] = time.perf_counter() - tick - timings.get("registration_ensemble_s", 0.0)
 
     name = volume_stem(image_path)
     with atomic_directory(Path(out_root) / name) as folder:
@@ -177,13 +204,35 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
         report |= {"method": model.method.name, "registration": registration,
                    "prealignment": "reused from training" if known is not None else "computed",
-                   "atlas_prior": model.preset.atlas_prior, "label_smoothing_mm": model.label_smoothing_mm,
+                   "atlas_prior": model.preset.atlas_prior, "registration_ensemble": ensemble_members,
+                   "label_smoothing_mm": model.label_smoothing_mm,
                    "label_smoothing_sigmas_mm": {str(i): round(v, 3) for i, v in smoothing_sigmas.items()},
                    "voxels_differing_from_registration": changed,
                    "structures_restored_from_registration": restored,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
         write_json_atomic(folder / "qc.json", report)
     return Path(out_root) / name
+
+
+def perturbed_registration_labels(model: TrainedModel, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> list[sitk.Image]:
+    """The atlas label warped onto ``scan`` by the ensemble's registrations from perturbed starts (all but the first).
+
+    Each member runs as the first did: the registration network with instance optimisation on the
+    working grid, then the fine-grid refinement when the run has one.
+    """
+    inputs = model.predictor_inputs
+    labels = []
+    for start in perturbed_prealignments(atlas_to_scan, model.ensemble_centre, model.registration_ensemble,
+                                         int(model.config["seed"]))[1:]:
+        scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
+        ddf = register_atlas_to_scan(model.networks["registration"], inputs.atlas_working, scan_working, inputs.preset,
+                                     model.device)[0].float().cpu().numpy()
+        ddf_grid = model.grid
+        if model.refinement is not None:
+            ddf_grid = model.refinement.grid
+            ddf = refine_on_fine_grid(model.refinement, scan, start, model.grid, ddf, model.device)
+        labels.append(warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, start, ddf_grid, ddf), is_label=True))
+    return labels
 
 
 def _labelmap(

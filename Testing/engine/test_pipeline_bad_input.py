@@ -116,6 +116,15 @@ def test_bad_label_smoothing_is_refused(
                   "--label-smoothing-mm must be 0 or more", seg)
 
 
+@pytest.mark.parametrize("members", ["0", "-3"])
+def test_bad_registration_ensemble_is_refused(
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, members: str
+) -> None:
+    seg = tmp_path / "seg"
+    _expect_error(capsys, ["segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", seg,
+                           "--registration-ensemble", members], "--registration-ensemble must be 1 or more", seg)
+
+
 def test_bad_scan_leaves_earlier_results_untouched(
     tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -162,6 +162,9 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     assert smoothed[smoothed.index("--label-smoothing-mm") + 1] == "2.5"
     auto, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm="auto")
     assert auto[auto.index("--label-smoothing-mm") + 1] == "auto"
+    assert "--registration-ensemble" not in command
+    ensemble, _ = logic.segment_command(tmp_path, scans, registration_ensemble=9)
+    assert ensemble[ensemble.index("--registration-ensemble") + 1] == "9"
     with pytest.raises(sc.SceneConversionError, match="at least one scan"):
         logic.train_command(tmp_path, atlas, segmentation, [])
     with pytest.raises(sc.SceneConversionError, match="also checked"):
