@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_trained_model(
         args.model, device, args.refinement_steps, _label_smoothing(args.label_smoothing_mm), args.registration_ensemble
     )
-    if model.registration_ensemble > 1 and not model.ensemble_applies:
+    if model.registration_ensemble > model.ensemble_members:
         print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "
               f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
     for path in args.image:

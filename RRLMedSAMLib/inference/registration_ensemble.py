@@ -74,10 +74,10 @@ def vote(labelmaps: Sequence[sitk.Image]) -> sitk.Image:
     """Majority vote of labelmaps on one grid (integer ids); a voxel without a majority keeps the first's label."""
     if len(labelmaps) == 1:
         return labelmaps[0]
-    pixel_type = labelmaps[0].GetPixelID()
-    first = sitk.Cast(labelmaps[0], sitk.sitkUInt32)
-    undecided = int(np.max(sitk.GetArrayViewFromImage(first))) + 1
-    voted = sitk.LabelVoting([sitk.Cast(image, sitk.sitkUInt32) for image in labelmaps], undecided)
-    result = sitk.Cast(sitk.Mask(voted, voted != undecided, outsideValue=0) + sitk.Mask(first, voted == undecided), pixel_type)
+    members = [sitk.Cast(image, sitk.sitkUInt32) for image in labelmaps]
+    undecided = max(int(np.max(sitk.GetArrayViewFromImage(member))) for member in members) + 1
+    voted = sitk.LabelVoting(members, undecided)
+    result = sitk.Cast(sitk.Mask(voted, voted != undecided) + sitk.Mask(members[0], voted == undecided),
+                       labelmaps[0].GetPixelID())
     result.CopyInformation(labelmaps[0])
     return result

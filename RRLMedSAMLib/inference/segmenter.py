@@ -94,6 +94,11 @@ class TrainedModel:
         """Whether a registration ensemble can change this run's segmentation (atlas prior, deformable registration)."""
         return self.preset.atlas_prior and self.method.family != "autosam"
 
+    @property
+    def ensemble_members(self) -> int:
+        """Registrations each scan gets: ``registration_ensemble`` where the ensemble applies, else 1."""
+        return self.registration_ensemble if self.ensemble_applies else 1
+
     @cached_property
     def ensemble_centre(self) -> tuple[float, float, float]:
         """The point (LPS mm) the registration ensemble's perturbations rotate the atlas about."""
@@ -169,26 +174,26 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         registration = f"{registration} + {model.refinement.describe()}"
         timings["fine_refinement_s"] = time.perf_counter() - tick
 
+    perturbed_labels: list[sitk.Image] = []
+    if model.ensemble_members > 1:
+        tick = time.perf_counter()
+        perturbed_labels = perturbed_registration_labels(model, scan, atlas_to_scan)
+        timings["registration_ensemble_s"] = time.perf_counter() - tick
+
     tick = time.perf_counter()
     displacement = compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
     restored: list[int] = []
-    ensemble_members = 1
     if prediction.correction is None:
         segmentation = _labelmap(model, prediction.probabilities, scan, atlas_to_scan)
     else:
-        registration_label = warped_label
-        if model.registration_ensemble > 1 and model.ensemble_applies and prediction.registration == REGISTRATION_DEFORMABLE:
-            ensemble_start = time.perf_counter()
-            registration_label = vote([warped_label, *perturbed_registration_labels(model, scan, atlas_to_scan)])
-            ensemble_members = model.registration_ensemble
-            timings["registration_ensemble_s"] = time.perf_counter() - ensemble_start
+        registration_label = vote([warped_label, *perturbed_labels])
         segmentation, restored = _fused_labelmap(model, registration_label, prediction.correction, scan, atlas_to_scan)
     segmentation, smoothing_sigmas = apply_label_smoothing(segmentation, model.label_smoothing_mm, model.atlas_roughness)
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
-    timings["resampling_s"] = time.perf_counter() - tick - timings.get("registration_ensemble_s", 0.0)
+    timings["resampling_s"] = time.perf_counter() - tick
 
     name = volume_stem(image_path)
     with atomic_directory(Path(out_root) / name) as folder:
@@ -204,7 +209,7 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
         report |= {"method": model.method.name, "registration": registration,
                    "prealignment": "reused from training" if known is not None else "computed",
-                   "atlas_prior": model.preset.atlas_prior, "registration_ensemble": ensemble_members,
+                   "atlas_prior": model.preset.atlas_prior, "registration_ensemble": model.ensemble_members,
                    "label_smoothing_mm": model.label_smoothing_mm,
                    "label_smoothing_sigmas_mm": {str(i): round(v, 3) for i, v in smoothing_sigmas.items()},
                    "voxels_differing_from_registration": changed,

@@ -84,6 +84,11 @@ def test_vote_takes_the_majority_and_the_first_label_on_ties() -> None:
     assert vote(members[:1]) is members[0]
 
 
+def test_vote_keeps_a_label_the_first_member_lacks() -> None:
+    members = [_labelmap([1, 1, 0]), _labelmap([2, 1, 2]), _labelmap([2, 1, 2])]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(vote(members)).ravel(), [2, 1, 2])
+
+
 def test_anatomy_centre_is_the_labelled_voxels_centroid() -> None:
     label = _labelmap([0, 4, 0, 9, 0])
     expected = np.mean([label.TransformIndexToPhysicalPoint((i, 0, 0)) for i in (1, 3)], axis=0)
