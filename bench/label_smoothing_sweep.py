@@ -78,12 +78,20 @@ def summary(rows: list[dict], chosen: dict, settings: list[LabelSmoothing], sele
     return "\n".join(lines) + "\n"
 
 
+def _setting(text: str) -> LabelSmoothing:
+    """One ``--settings`` value; argparse reports a bad one with the engine's own message."""
+    try:
+        return parse_label_smoothing(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pred", required=True, type=Path, help="folder of per-scan segment results (unsmoothed)")
     parser.add_argument("--truth", required=True, type=Path, help="folder of true labels <name>.nii.gz")
     parser.add_argument("--atlas-label", required=True, type=Path, help="the atlas's label file")
-    parser.add_argument("--settings", nargs="+", type=parse_label_smoothing, default=[0.0, AUTO], help="sigmas in mm, or auto")
+    parser.add_argument("--settings", nargs="+", type=_setting, default=[0.0, AUTO], help="sigmas in mm, or auto")
     parser.add_argument("--selection", nargs="*", default=[], help="scans the settings were chosen on")
     parser.add_argument("--out", type=Path, help="folder for per_scan.csv and summary.md (default: PRED/../smoothing)")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
@@ -65,11 +66,21 @@ def run(args: argparse.Namespace) -> int:
     for path in args.image:
         read_scan(path, "Image")
     ensure_writable_folder(args.out)
+    members = model.ensemble_members
     progress = ProgressReporter()
-    progress.start_stage("segment", len(args.image), f"segmenting {len(args.image)} scan(s)")
+    progress.start_stage("segment", len(args.image) * members, f"segmenting {len(args.image)} scan(s)"
+                         + (f", {members} registrations each" if members > 1 else ""))
     for index, path in enumerate(args.image):
-        folder = segment_scan(model, path, args.out)
-        progress.update(index + 1, message=f"{volume_stem(path)} -> {folder}")
+        folder = segment_scan(model, path, args.out, _registration_progress(progress, index, members, volume_stem(path)))
+        progress.update((index + 1) * members, message=f"{volume_stem(path)} -> {folder}")
         print(f"{volume_stem(path)}: {folder}")
     progress.done()
     return 0
+
+
+def _registration_progress(progress: ProgressReporter, index: int, members: int, name: str) -> Callable[[int], None]:
+    """Progress within scan ``index`` of an ensemble: one step per registration, the last one when it is written."""
+    def registered(done: int) -> None:
+        if done < members:
+            progress.update(index * members + done, message=f"{name}: registration {done} of {members}")
+    return registered

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -146,8 +147,15 @@ def load_trained_model(
 
 
 @torch.no_grad()
-def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: str | os.PathLike) -> Path:
-    """Segment one scan; returns its result folder ``out_root/<name>``."""
+def segment_scan(
+    model: TrainedModel, image_path: str | os.PathLike, out_root: str | os.PathLike,
+    on_registration: Callable[[int], None] | None = None,
+) -> Path:
+    """Segment one scan; returns its result folder ``out_root/<name>``.
+
+    ``on_registration(k)`` is called after each of the scan's ``model.ensemble_members``
+    registrations, with ``k`` the number done so far (1 after the pre-alignment's own).
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     scan = read_scan(image_path, "Image")
@@ -173,11 +181,13 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
         ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.device)
         registration = f"{registration} + {model.refinement.describe()}"
         timings["fine_refinement_s"] = time.perf_counter() - tick
+    if on_registration is not None:
+        on_registration(1)
 
     perturbed_labels: list[sitk.Image] = []
     if model.ensemble_members > 1:
         tick = time.perf_counter()
-        perturbed_labels = perturbed_registration_labels(model, scan, atlas_to_scan)
+        perturbed_labels = perturbed_registration_labels(model, scan, atlas_to_scan, on_registration)
         timings["registration_ensemble_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -219,11 +229,15 @@ def segment_scan(model: TrainedModel, image_path: str | os.PathLike, out_root: s
     return Path(out_root) / name
 
 
-def perturbed_registration_labels(model: TrainedModel, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> list[sitk.Image]:
+def perturbed_registration_labels(
+    model: TrainedModel, scan: sitk.Image, atlas_to_scan: sitk.Transform,
+    on_registration: Callable[[int], None] | None = None,
+) -> list[sitk.Image]:
     """The atlas label warped onto ``scan`` by the ensemble's registrations from perturbed starts (all but the first).
 
     Each member runs as the first did: the registration network with instance optimisation on the
-    working grid, then the fine-grid refinement when the run has one.
+    working grid, then the fine-grid refinement when the run has one. ``on_registration(k)`` is
+    called after each, ``k`` counting the first member too (2 after the first perturbed one).
     """
     inputs = model.predictor_inputs
     labels = []
@@ -237,6 +251,8 @@ def perturbed_registration_labels(model: TrainedModel, scan: sitk.Image, atlas_t
             ddf_grid = model.refinement.grid
             ddf = refine_on_fine_grid(model.refinement, scan, start, model.grid, ddf, model.device)
         labels.append(warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, start, ddf_grid, ddf), is_label=True))
+        if on_registration is not None:
+            on_registration(len(labels) + 1)
     return labels
 
 

@@ -80,3 +80,9 @@ def test_no_scan_with_a_true_label_is_a_clear_error(tmp_path: Path) -> None:
     result = _run(tmp_path)
     assert result.returncode == 2
     assert "has a true label" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_is_named_with_what_is_allowed(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--settings", "-1")
+    assert result.returncode == 2
+    assert "--settings: must be 0 or more (mm) or 'auto', not '-1'" in result.stderr and "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ from RRLMedSAMLib.inference.registration_ensemble import (
 from RRLMedSAMLib.inference.segmenter import load_trained_model, perturbed_registration_labels, segment_scan
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.volumes import read_label, read_scan
+from RRLMedSAMLib.progress import parse_progress_line
 from tiny_case import LABEL_IDS, engine
 
 CENTRE = (10.0, -4.0, 7.0)
@@ -123,6 +124,10 @@ def test_segment_votes_the_ensemble_and_keeps_the_single_registration_outputs(
     single, ensemble = tmp_path / "single" / "scan_a_image", tmp_path / "ensemble" / "scan_a_image"
     report = json.loads((ensemble / "qc.json").read_text())
     assert report["registration_ensemble"] == 3 and report["timings_s"]["registration_ensemble_s"] > 0
+    events = [e for e in map(parse_progress_line, result.stdout.splitlines()) if e and e["stage"] == "segment"]
+    assert events[0]["event"] == "stage_start" and events[0]["total"] == 3
+    assert "3 registrations each" in events[0]["message"]
+    assert [e["step"] for e in events if e["event"] == "progress"][-1] == 3
     assert json.loads((single / "qc.json").read_text())["registration_ensemble"] == 1
     for name in ("warped_atlas_label.nii.gz", "deformation.nrrd"):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ensemble / name))),
@@ -130,6 +135,17 @@ def test_segment_votes_the_ensemble_and_keeps_the_single_registration_outputs(
     truth = sitk.ReadImage(str(tiny_case["scan_a_label"]))
     segmentation = sitk.ReadImage(str(ensemble / "segmentation.nii.gz"))
     assert _dice(segmentation, truth) > _dice(sitk.ReadImage(str(single / "segmentation.nii.gz")), truth) - 0.05
+
+
+def test_segment_scan_reports_each_registration_of_the_ensemble(
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path
+) -> None:
+    model = load_trained_model(tiny_run, torch.device("cpu"), refinement_steps=0, registration_ensemble=3)
+    single = replace(model, registration_ensemble=1)
+    calls: dict[str, list[int]] = {"ensemble": [], "single": []}
+    segment_scan(model, tiny_case["scan_a"], tmp_path / "ensemble", calls["ensemble"].append)
+    segment_scan(single, tiny_case["scan_a"], tmp_path / "single", calls["single"].append)
+    assert calls == {"ensemble": [1, 2, 3], "single": [1]}
 
 
 def test_runs_without_the_atlas_prior_register_once(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
