@@ -251,7 +251,8 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             self.ui.progressBar.value = int(round(event.fraction * 1000))
             eta = _(", about {time} left").format(time=_duration(event.eta_s)) if event.eta_s is not None else ""
             self.ui.progressBar.format = f"{event.stage} {event.step}/{event.total}{eta}"
-            parts = [f"{name} {value:.4g}" for name, value in event.losses.items()]
+            parts = [event.message] if event.event == "progress" and event.message else []
+            parts += [f"{name} {value:.4g}" for name, value in event.losses.items()]
             if event.dice is not None:
                 parts.append(_("Dice on pseudo labels {dice:.3f}").format(dice=event.dice))
             parts.append(_("elapsed {time}").format(time=_duration(time.monotonic() - self._startTime)))
