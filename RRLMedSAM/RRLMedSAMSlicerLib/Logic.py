@@ -112,12 +112,13 @@ class RRLMedSAMLogic:
 
     def segment_command(
         self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
-        label_smoothing_mm: float | str = 0.0, registration_ensemble: int = 1,
+        label_smoothing_mm: float | str = AUTO_SMOOTHING, registration_ensemble: int = 1,
     ) -> tuple[list[str], SegmentationJob]:
         """Export ``scans`` into a new results folder and return the ``segment`` command and job.
 
-        ``label_smoothing_mm`` > 0 asks the engine to smooth each structure, keeping its volume;
-        ``"auto"`` lets it choose each structure's sigma from the atlas. ``registration_ensemble`` > 1
+        ``label_smoothing_mm`` > 0 asks the engine to smooth each structure with that sigma, keeping
+        its volume; ``"auto"`` (the engine's default) lets it choose each structure's sigma from the
+        atlas; 0 turns smoothing off. ``registration_ensemble`` > 1
         asks it to register each scan that many times from slightly moved starts and vote.
         """
         run_folder = Path(run_folder)
@@ -142,10 +143,8 @@ class RRLMedSAMLogic:
             *self.command(), "segment", "--model", str(self.model_dir(run_folder)),
             "--image", *map(str, images), "--out", str(job.out_dir), "--device", device,
         ]
-        if label_smoothing_mm == AUTO_SMOOTHING:
-            command += ["--label-smoothing-mm", AUTO_SMOOTHING]
-        elif float(label_smoothing_mm) > 0:
-            command += ["--label-smoothing-mm", f"{float(label_smoothing_mm):g}"]
+        smoothing = AUTO_SMOOTHING if label_smoothing_mm == AUTO_SMOOTHING else f"{float(label_smoothing_mm):g}"
+        command += ["--label-smoothing-mm", smoothing]
         if int(registration_ensemble) > 1:
             command += ["--registration-ensemble", str(int(registration_ensemble))]
         return command, job

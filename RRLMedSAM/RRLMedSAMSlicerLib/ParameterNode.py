@@ -34,7 +34,7 @@ class RRLMedSAMParameterNode:
     keepTemporaryFiles: bool = False
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     labelSmoothingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
-    labelSmoothingAuto: bool = False
+    labelSmoothingAuto: bool = True
     registrationEnsemble: Annotated[int, WithinRange(1, 25)] = 1
     fieldDisplay: Annotated[str, Choice(list(FIELD_DISPLAY_MODES))] = "grid"
     fieldOverlay: Annotated[str, Choice(list(FIELD_OVERLAYS))] = "none"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from RRLMedSAMLib.inference.label_smoothing import AUTO
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressReporter(run_folder.progress)
     if not run_folder.model.exists():
         train(request, progress)
-    model = load_trained_model(run_folder.root, resolve_device(args.device))
+    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=AUTO)
     results = args.out / "segmentations"
     progress.start_stage("segment", len(images), "segmenting the sample scans")
     for index, image in enumerate(images):
@@ -130,7 +131,9 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
         *_method_lines(card),
         f"Mean Dice, final segmentation: **{_fmt(seg_summary['mean_dice'])}**; registration only (atlas label warped): "
         f"**{_fmt(reg_summary['mean_dice'])}**"
-        + (f"; general branch's prompt mask: **{_fmt(prompt_summary['mean_dice'])}**." if prompt_summary else "."), "",
+        + (f"; general branch's prompt mask: **{_fmt(prompt_summary['mean_dice'])}**." if prompt_summary else "."),
+        "The final segmentation is smoothed structure by structure until it is no rougher than the atlas label "
+        "(`segment --label-smoothing-mm auto`, the default), keeping each structure's volume.", "",
         "## Final segmentation", "", metrics_markdown(seg_summary),
         "## Registration only", "", metrics_markdown(reg_summary),
     ]

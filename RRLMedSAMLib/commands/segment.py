@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "atlas labels (default 1 = off; N times the registration time; 9 helped prostate T2, see docs/benchmarks.md)",
     )
     parser.add_argument(
-        "--label-smoothing-mm", default="0", metavar="SIGMA|auto",
-        help="smooth each structure of the final segmentation with a Gaussian of SIGMA mm, keeping its volume; "
-             "'auto' picks each structure's sigma so it is no rougher than in the atlas label "
-             "(default 0 = off; 2 suits prostate T2, see docs/benchmarks.md)",
+        "--label-smoothing-mm", default="auto", metavar="SIGMA|auto",
+        help="smooth each structure of the final segmentation, keeping its volume: 'auto' (default) until it is "
+             "no rougher than in the atlas label, a number SIGMA with a Gaussian of SIGMA mm, 0 = off "
+             "(see docs/benchmarks.md)",
     )
 
 

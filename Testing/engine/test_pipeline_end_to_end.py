@@ -124,7 +124,7 @@ def _labels(folder: Path, name: str) -> np.ndarray:
 
 def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
     common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0")
-    assert engine(*common, "--out", tmp_path / "plain").returncode == 0
+    assert engine(*common, "--out", tmp_path / "plain", "--label-smoothing-mm", "0").returncode == 0
     result = engine(*common, "--out", tmp_path / "smoothed", "--label-smoothing-mm", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     plain, smoothed = tmp_path / "plain" / "scan_a_image", tmp_path / "smoothed" / "scan_a_image"
@@ -137,7 +137,7 @@ def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, P
     np.testing.assert_array_equal(_labels(smoothed, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
     assert (_labels(smoothed, "segmentation.nii.gz") != _labels(plain, "segmentation.nii.gz")).any()
 
-    result = engine(*common, "--out", tmp_path / "auto", "--label-smoothing-mm", "auto")
+    result = engine(*common, "--out", tmp_path / "auto")  # auto is the default
     assert result.returncode == 0, result.stderr[-2000:]
     auto = tmp_path / "auto" / "scan_a_image"
     roughness = atlas_roughness(sitk.ReadImage(str(tiny_run / "atlas" / "atlas_label.nii.gz")))

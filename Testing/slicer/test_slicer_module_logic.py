@@ -157,11 +157,11 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     command, job = logic.segment_command(tmp_path, scans, device="cuda")
     assert command[3] == "segment" and command[command.index("--device") + 1] == "cuda"
     assert list(job.scans) == ["scan_1", "scan_1_2"] and job.out_dir.parent.parent == tmp_path / "results"
-    assert "--label-smoothing-mm" not in command
+    assert command[command.index("--label-smoothing-mm") + 1] == "auto"
     smoothed, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm=2.5)
     assert smoothed[smoothed.index("--label-smoothing-mm") + 1] == "2.5"
-    auto, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm="auto")
-    assert auto[auto.index("--label-smoothing-mm") + 1] == "auto"
+    off, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm=0.0)
+    assert off[off.index("--label-smoothing-mm") + 1] == "0"
     assert "--registration-ensemble" not in command
     ensemble, _ = logic.segment_command(tmp_path, scans, registration_ensemble=9)
     assert ensemble[ensemble.index("--registration-ensemble") + 1] == "9"
