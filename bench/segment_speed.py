@@ -8,7 +8,8 @@ process (``rrlmedsam segment``, CPU), so its peak resident memory is measured on
         [--label-smoothing-mm auto 0]
 
 With several ``--label-smoothing-mm`` settings the runs alternate between them (repeat 1 of each,
-then repeat 2 of each, ...), so their times are measured side by side.
+then repeat 2 of each, ...), so their times are measured side by side; ``wall_s`` and
+``stage_timings_s`` are keyed by setting.
 """
 
 from __future__ import annotations
@@ -69,9 +70,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     result = {
         "scan_size_xyz": list(size), "threads": args.threads, "label_smoothing_mm": settings,
-        "wall_s": walls if len(settings) > 1 else walls[settings[0]],
-        "peak_rss_mb": round(peak_mb),
-        "stage_timings_s": timings if len(settings) > 1 else timings[settings[0]], "model": str(args.model),
+        "wall_s": walls, "peak_rss_mb": round(peak_mb), "stage_timings_s": timings, "model": str(args.model),
         "note": "wall time includes Python start-up and model loading (one process per run); "
                 "peak RSS is the largest of all runs",
     }

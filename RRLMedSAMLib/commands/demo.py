@@ -16,7 +16,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.label_smoothing import AUTO
+from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressReporter(run_folder.progress)
     if not run_folder.model.exists():
         train(request, progress)
-    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=AUTO)
+    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=DEFAULT_LABEL_SMOOTHING)
     results = args.out / "segmentations"
     progress.start_stage("segment", len(images), "segmenting the sample scans")
     for index, image in enumerate(images):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.inference.label_smoothing import LabelSmoothing, parse_label_smoothing
+from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING, LabelSmoothing, parse_label_smoothing
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "atlas labels (default 1 = off; N times the registration time; 9 helped prostate T2, see docs/benchmarks.md)",
     )
     parser.add_argument(
-        "--label-smoothing-mm", default="auto", metavar="SIGMA|auto",
+        "--label-smoothing-mm", default=str(DEFAULT_LABEL_SMOOTHING), metavar="SIGMA|auto",
         help="smooth each structure of the final segmentation, keeping its volume: 'auto' (default) until it is "
              "no rougher than in the atlas label, a number SIGMA with a Gaussian of SIGMA mm, 0 = off "
              "(see docs/benchmarks.md)",
