@@ -113,6 +113,7 @@ class RRLMedSAMLogic:
     def segment_command(
         self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
         label_smoothing_mm: float | str = AUTO_SMOOTHING, registration_ensemble: int = 1,
+        volume_calibration: bool = True,
     ) -> tuple[list[str], SegmentationJob]:
         """Export ``scans`` into a new results folder and return the ``segment`` command and job.
 
@@ -120,6 +121,7 @@ class RRLMedSAMLogic:
         its volume; ``"auto"`` (the engine's default) lets it choose each structure's sigma from the
         atlas; 0 turns smoothing off. ``registration_ensemble`` > 1
         asks it to register each scan that many times from slightly moved starts and vote.
+        ``volume_calibration`` False switches off the run's volume calibration (the engine's default is on).
         """
         run_folder = Path(run_folder)
         if not self.model_dir(run_folder).is_dir():
@@ -147,6 +149,8 @@ class RRLMedSAMLogic:
         command += ["--label-smoothing-mm", smoothing]
         if int(registration_ensemble) > 1:
             command += ["--registration-ensemble", str(int(registration_ensemble))]
+        if not volume_calibration:
+            command += ["--volume-calibration", "off"]
         return command, job
 
     def load_results(

@@ -215,7 +215,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             command, self.job = self.logic.segment_command(
                 node.runFolder, scan_nodes(node), device=node.device,
                 label_smoothing_mm=AUTO_SMOOTHING if node.labelSmoothingAuto else node.labelSmoothingMm,
-                registration_ensemble=node.registrationEnsemble,
+                registration_ensemble=node.registrationEnsemble, volume_calibration=node.volumeCalibration,
             )
             self._start(command, State.SEGMENTING)
 

@@ -76,6 +76,8 @@ def run_train(job: dict) -> dict:
     extra = {key: job[key] for key in ("method", "teacher", "rrl", "share_stages_from") if job.get(key)}
     if "method" not in accepted and extra.get("method") == "plain":
         del extra["method"]
+    if "volume_calibration" in accepted:
+        extra["volume_calibration"] = False  # the bench scores every method uncalibrated
     unknown = sorted(set(extra) - accepted)
     if unknown:
         raise InputError(f"This engine's training takes no {' or '.join(unknown)} setting; update the engine.")

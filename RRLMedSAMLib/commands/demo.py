@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressReporter(run_folder.progress)
     if not run_folder.model.exists():
         train(request, progress)
-    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=DEFAULT_LABEL_SMOOTHING)
+    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=DEFAULT_LABEL_SMOOTHING,
+                               volume_calibration=True)
     results = args.out / "segmentations"
     progress.start_stage("segment", len(images), "segmenting the sample scans")
     for index, image in enumerate(images):

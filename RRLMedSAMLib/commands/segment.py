@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "atlas labels (default 1 = off; N times the registration time; 9 helped prostate T2, see docs/benchmarks.md)",
     )
     parser.add_argument(
+        "--volume-calibration", choices=("on", "off"), default="on",
+        help="extrapolate each structure's size change from the atlas by the run's measured under-recovery "
+             "(default on; applies to runs that have volume_calibration.json, see docs/method.md)",
+    )
+    parser.add_argument(
         "--label-smoothing-mm", default=str(DEFAULT_LABEL_SMOOTHING), metavar="SIGMA|auto",
         help="smooth each structure of the final segmentation, keeping its volume: 'auto' (default) until it is "
              "no rougher than in the atlas label, a number SIGMA with a Gaussian of SIGMA mm, 0 = off "
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.registration_ensemble < 1:
         raise InputError(f"--registration-ensemble must be 1 or more, not {args.registration_ensemble}.")
     model = load_trained_model(
-        args.model, device, args.refinement_steps, _label_smoothing(args.label_smoothing_mm), args.registration_ensemble
+        args.model, device, args.refinement_steps, _label_smoothing(args.label_smoothing_mm), args.registration_ensemble,
+        volume_calibration=args.volume_calibration == "on",
     )
     if model.registration_ensemble > model.ensemble_members:
         print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refinement-steps", type=int, help="override the iterations of that refinement (0 = off)")
     parser.add_argument("--no-atlas-prior", dest="atlas_prior", action="store_false", default=None,
                         help="segmentation networks segment alone instead of correcting the warped atlas label")
+    parser.add_argument("--no-volume-calibration", dest="volume_calibration", action="store_false",
+                        help="skip the last stage, which measures how far the registration follows size changes "
+                             "(used by 'segment' on runs with up to 4 structures)")
     parser.add_argument("--share-stages-from", nargs="+", type=Path, default=[], metavar="RUN_DIR",
                         help="finished runs on the same data whose stages in common with this new run are copied "
                              "instead of recomputed (ablations; identical results)")
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         rrl=method_overrides(args),
         share_stages_from=list(args.share_stages_from),
+        volume_calibration=args.volume_calibration,
     )
     run_folder = train(request)
     print(f"Training finished: {run_folder.root}")

@@ -91,25 +91,63 @@ def _blurred(mask: np.ndarray, spacing_xyz: tuple[float, ...], sigma_mm: float) 
     return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigma_mm))
 
 
-def _cut(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...],
-         sigma_mm: float) -> tuple[tuple[slice, ...], np.ndarray, float]:
-    """The box around ``label``, each voxel's margin above the volume-keeping cut (>= 0 = inside), the sigma used.
-
-    The sigma used is 0 when ``sigma_mm`` is 0 or the box is too thin to blur: the mask is kept.
-    """
+def _ranking(mask: np.ndarray, spacing_xyz: tuple[float, ...], sigma_mm: float) -> np.ndarray:
+    """Per voxel, how strongly it belongs to ``mask``: the Gaussian blur at ``sigma_mm``, or at 0 the signed distance (mm, > 0 inside)."""
     if sigma_mm > 0:
-        margin = [max(2, math.ceil(BOX_MARGIN_SIGMAS * sigma_mm / s)) for s in spacing_xyz[::-1]]
+        return _blurred(mask, spacing_xyz, sigma_mm)
+    spacing_zyx = spacing_xyz[::-1]
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing_zyx)
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing_zyx)
+    return (inside - outside).astype(np.float32)
+
+
+def _growth_margin_mm(voxels: int, keep_voxels: int, spacing_xyz: tuple[float, ...]) -> float:
+    """How far (mm) a structure of ``voxels`` may reach when grown to ``keep_voxels``, with room to spare."""
+    if keep_voxels <= voxels:
+        return 0.0
+    radius = (3.0 * voxels * float(np.prod(spacing_xyz)) / (4.0 * math.pi)) ** (1.0 / 3.0)
+    return 2.0 * radius * ((keep_voxels / voxels) ** (1.0 / 3.0) - 1.0) + 2.0 * max(spacing_xyz)
+
+
+def _ties_broken(above: np.ndarray, kept: int) -> np.ndarray:
+    """``above`` with voxels tied at the cut (0) left outside, in index order, until exactly ``kept`` are >= 0."""
+    tied = np.flatnonzero(above.ravel() == 0)
+    surplus = int(np.count_nonzero(above >= 0)) - kept
+    if surplus > 0:
+        above = above.copy()
+        above.ravel()[tied[len(tied) - surplus:]] = np.float32(-1e-6)
+    return above
+
+
+def _cut(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...],
+         sigma_mm: float, keep_voxels: int | None = None) -> tuple[tuple[slice, ...], np.ndarray, float]:
+    """The box around ``label``, each voxel's margin above the cut (>= 0 = inside), the sigma used.
+
+    The cut keeps the structure's voxel count, or ``keep_voxels`` when given (grown or shrunk along
+    the blurred boundary). The sigma used is 0 when ``sigma_mm`` is 0 or the box is too thin to
+    blur: without ``keep_voxels`` the mask is then kept.
+    """
+    if sigma_mm > 0 or keep_voxels is not None:
+        voxels = int(np.count_nonzero(labels[found] == label))
+        reach_mm = BOX_MARGIN_SIGMAS * sigma_mm + _growth_margin_mm(voxels, keep_voxels or voxels, spacing_xyz)
+        margin = [max(2, math.ceil(reach_mm / s)) for s in spacing_xyz[::-1]]
         box = _grown(found, margin, labels.shape)
         mask = labels[box] == label
         if min(mask.shape) >= MIN_BOX_VOXELS:
-            blurred = _blurred(mask, spacing_xyz, sigma_mm)
-            kept_rank = blurred.size - int(mask.sum())
-            return box, blurred - np.partition(blurred.ravel(), kept_rank)[kept_rank], sigma_mm
+            ranking = _ranking(mask, spacing_xyz, sigma_mm)
+            kept = int(mask.sum()) if keep_voxels is None else min(max(keep_voxels, 1), mask.size)
+            kept_rank = ranking.size - kept
+            above = ranking - np.partition(ranking.ravel(), kept_rank)[kept_rank]
+            return box, above if keep_voxels is None else _ties_broken(above, kept), sigma_mm
     return found, np.where(labels[found] == label, np.float32(0), np.float32(-1)), 0.0
 
 
-def _smoothed(labelmap: sitk.Image, choose: SigmaChooser) -> tuple[sitk.Image, dict[int, float]]:
-    """Each structure cut as ``choose`` says, overlaps given to the larger margin; returns the sigmas used."""
+def _smoothed(labelmap: sitk.Image, choose: SigmaChooser,
+              keep_voxels: dict[int, int] | None = None) -> tuple[sitk.Image, dict[int, float]]:
+    """Each structure cut as ``choose`` says, overlaps given to the larger margin; returns the sigmas used.
+
+    A label in ``keep_voxels`` is then cut again at the sigma chosen, to that voxel count.
+    """
     labels = sitk.GetArrayFromImage(labelmap)
     spacing_xyz = labelmap.GetSpacing()
     best_margin = np.zeros(labels.shape, np.float32)
@@ -119,6 +157,8 @@ def _smoothed(labelmap: sitk.Image, choose: SigmaChooser) -> tuple[sitk.Image, d
         if found is None:
             continue
         box, above, sigmas[label] = choose(labels, label, found, spacing_xyz)
+        if keep_voxels and label in keep_voxels:
+            box, above, _ = _cut(labels, label, found, spacing_xyz, sigmas[label], keep_voxels[label])
         region_margin, region_result = best_margin[box], result[box]
         claims = (above >= 0) & ((region_result == 0) | (above > region_margin))
         region_margin[claims] = above[claims]
@@ -144,12 +184,14 @@ def smooth_labels_keeping_volumes(labelmap: sitk.Image, sigma_mm: float) -> sitk
     return labelmap if sigma_mm <= 0 else _smoothed(labelmap, _fixed(sigma_mm))[0]
 
 
-def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, float]) -> tuple[sitk.Image, dict[int, float]]:
+def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, float],
+                                 keep_voxels: dict[int, int] | None = None) -> tuple[sitk.Image, dict[int, float]]:
     """``labelmap`` with each structure smoothed until it is no rougher than ``roughness[label]``.
 
     ``roughness`` comes from :func:`atlas_roughness`. A structure already as smooth, one the atlas
     lacks and one too thin to blur keep sigma 0; one still rougher at the ladder's top gets 4 mm.
-    Returns the smoothed labelmap and the sigma (mm) chosen for each label present.
+    Returns the smoothed labelmap and the sigma (mm) chosen for each label present. A label in
+    ``keep_voxels`` is finally resized to that voxel count along its boundary smoothed at its sigma.
     """
     def matched(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: tuple[float, ...]):
         spacing_zyx = spacing_xyz[::-1]
@@ -163,18 +205,23 @@ def smooth_labels_matching_atlas(labelmap: sitk.Image, roughness: dict[int, floa
                 break
         return box, above, used
 
-    return _smoothed(labelmap, matched)
+    return _smoothed(labelmap, matched, keep_voxels)
 
 
-def apply_label_smoothing(labelmap: sitk.Image, setting: LabelSmoothing,
-                          roughness: dict[int, float] | None) -> tuple[sitk.Image, dict[int, float]]:
+def apply_label_smoothing(labelmap: sitk.Image, setting: LabelSmoothing, roughness: dict[int, float] | None,
+                          keep_voxels: dict[int, int] | None = None) -> tuple[sitk.Image, dict[int, float]]:
     """``setting`` applied, and the sigma (mm) used for each label present (0: left as it was; empty when off).
 
     :data:`AUTO` matches ``roughness`` (required then); a number is a fixed sigma in mm, 0 = off.
+    ``keep_voxels`` (label id -> voxel count) resizes those labels to the given counts instead of
+    keeping their volumes (with smoothing off, along their signed distance).
     """
     if setting == AUTO:
         if roughness is None:
             raise ValueError("label smoothing 'auto' needs the atlas's roughness")
-        return smooth_labels_matching_atlas(labelmap, roughness)
+        return smooth_labels_matching_atlas(labelmap, roughness, keep_voxels)
     sigma = float(setting)
-    return (labelmap, {}) if sigma <= 0 else _smoothed(labelmap, _fixed(sigma))
+    if sigma <= 0 and not keep_voxels:
+        return labelmap, {}
+    smoothed, sigmas = _smoothed(labelmap, _fixed(max(sigma, 0.0)), keep_voxels)
+    return smoothed, sigmas if sigma > 0 else {}

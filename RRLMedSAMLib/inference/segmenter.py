@@ -46,6 +46,9 @@ from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_ref
 from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
 from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
 from RRLMedSAMLib.inference.registration_ensemble import anatomy_centre, perturbed_prealignments, vote
+from RRLMedSAMLib.inference.volume_calibration import (
+    VolumeCalibration, calibrated_voxel_counts, label_volumes_mm3, read_volume_calibration,
+)
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.checkpoint import load_weights
@@ -85,6 +88,8 @@ class TrainedModel:
     """Each atlas structure's boundary roughness, which ``"auto"`` smoothing matches (``None`` otherwise)."""
     registration_ensemble: int = 1
     """Registrations voted for the label the correction is fused with (1 = the pre-alignment's alone)."""
+    volume_calibration: VolumeCalibration | None = None
+    """The run's volume calibration, applied to each final segmentation (``None``: off, or the run has none)."""
 
     @property
     def label_ids(self) -> list[int]:
@@ -101,6 +106,11 @@ class TrainedModel:
         return self.registration_ensemble if self.ensemble_applies else 1
 
     @cached_property
+    def atlas_volumes_mm3(self) -> dict[int, float]:
+        """Physical volume of each atlas structure (what volume calibration extrapolates from)."""
+        return label_volumes_mm3(self.atlas_label)
+
+    @cached_property
     def ensemble_centre(self) -> tuple[float, float, float]:
         """The point (LPS mm) the registration ensemble's perturbations rotate the atlas about."""
         return anatomy_centre(self.atlas_label)
@@ -108,13 +118,14 @@ class TrainedModel:
 
 def load_trained_model(
     run_dir: str | os.PathLike, device: torch.device, refinement_steps: int | None = None,
-    label_smoothing_mm: LabelSmoothing = 0.0, registration_ensemble: int = 1,
+    label_smoothing_mm: LabelSmoothing = 0.0, registration_ensemble: int = 1, volume_calibration: bool = False,
 ) -> TrainedModel:
     """Load a finished run folder (configuration, atlas, label table and weights).
 
     ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off);
     ``label_smoothing_mm`` smooths each final segmentation (:mod:`RRLMedSAMLib.inference.label_smoothing`);
-    ``registration_ensemble`` > 1 votes that many registrations (:mod:`RRLMedSAMLib.inference.registration_ensemble`).
+    ``registration_ensemble`` > 1 votes that many registrations (:mod:`RRLMedSAMLib.inference.registration_ensemble`);
+    ``volume_calibration`` applies the run's calibration if it has one (:mod:`RRLMedSAMLib.inference.volume_calibration`).
     """
     if registration_ensemble < 1:
         raise ValueError(f"a registration ensemble needs at least one member, not {registration_ensemble}")
@@ -143,6 +154,7 @@ def load_trained_model(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
         atlas_working, networks, device, method, inputs, training_affines, refinement, label_smoothing_mm,
         atlas_roughness(atlas_label) if label_smoothing_mm == AUTO else None, registration_ensemble,
+        read_volume_calibration(run.root) if volume_calibration else None,
     )
 
 
@@ -199,7 +211,13 @@ def segment_scan(
     else:
         registration_label = vote([warped_label, *perturbed_labels])
         segmentation, restored = _fused_labelmap(model, registration_label, prediction.correction, scan, atlas_to_scan)
-    segmentation, smoothing_sigmas = apply_label_smoothing(segmentation, model.label_smoothing_mm, model.atlas_roughness)
+    calibrated: dict[int, int] = {}
+    if model.volume_calibration is not None:
+        calibrated = calibrated_voxel_counts(segmentation, model.atlas_volumes_mm3, model.volume_calibration.recovery)
+    volumes_before = label_volumes_mm3(segmentation)
+    segmentation, smoothing_sigmas = apply_label_smoothing(
+        segmentation, model.label_smoothing_mm, model.atlas_roughness, calibrated
+    )
     changed = int((sitk.GetArrayViewFromImage(segmentation) != sitk.GetArrayViewFromImage(warped_label)).sum())
     prompt_mask = None if prediction.prompt is None else _labelmap(model, prediction.prompt, scan, atlas_to_scan)
     warped_image = warp_atlas_to_scan(model.atlas_image, displacement, is_label=False)
@@ -222,6 +240,8 @@ def segment_scan(
                    "atlas_prior": model.preset.atlas_prior, "registration_ensemble": model.ensemble_members,
                    "label_smoothing_mm": model.label_smoothing_mm,
                    "label_smoothing_sigmas_mm": {str(i): round(v, 3) for i, v in smoothing_sigmas.items()},
+                   "volume_calibration": _calibration_report(model, calibrated, volumes_before,
+                                                             float(np.prod(scan.GetSpacing()))),
                    "voxels_differing_from_registration": changed,
                    "structures_restored_from_registration": restored,
                    "prompt_mask": "prompt_mask.nii.gz" if prompt_mask is not None else None}
@@ -239,21 +259,40 @@ def perturbed_registration_labels(
     working grid, then the fine-grid refinement when the run has one. ``on_registration(k)`` is
     called after each, ``k`` counting the first member too (2 after the first perturbed one).
     """
-    inputs = model.predictor_inputs
     labels = []
     for start in perturbed_prealignments(atlas_to_scan, model.ensemble_centre, model.registration_ensemble,
                                          int(model.config["seed"]))[1:]:
-        scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
-        ddf = register_atlas_to_scan(model.networks["registration"], inputs.atlas_working, scan_working, inputs.preset,
-                                     model.device)[0].float().cpu().numpy()
-        ddf_grid = model.grid
-        if model.refinement is not None:
-            ddf_grid = model.refinement.grid
-            ddf = refine_on_fine_grid(model.refinement, scan, start, model.grid, ddf, model.device)
-        labels.append(warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, start, ddf_grid, ddf), is_label=True))
+        labels.append(register_atlas_label(model, scan, start))
         if on_registration is not None:
             on_registration(len(labels) + 1)
     return labels
+
+
+def register_atlas_label(model: TrainedModel, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> sitk.Image:
+    """The atlas label warped onto ``scan`` by the run's deformable registration from the affine ``atlas_to_scan``.
+
+    The registration network with instance optimisation on the working grid, then the fine-grid
+    refinement when the run has one: what ``segment`` does to every scan.
+    """
+    inputs = model.predictor_inputs
+    scan_working = normalize_intensity(resample_to_grid(scan, model.grid, atlas_to_scan))
+    ddf = register_atlas_to_scan(model.networks["registration"], inputs.atlas_working, scan_working, inputs.preset,
+                                 model.device)[0].float().cpu().numpy()
+    ddf_grid = model.grid
+    if model.refinement is not None:
+        ddf_grid = model.refinement.grid
+        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.device)
+    return warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf), is_label=True)
+
+
+def _calibration_report(model: TrainedModel, calibrated: dict[int, int], volumes_before_mm3: dict[int, float],
+                        voxel_mm3: float) -> dict | None:
+    """``qc.json``'s account of the volume calibration: each label's recovery, its volume (ml) before and its target."""
+    if model.volume_calibration is None:
+        return None
+    return {"recovery": {str(i): round(s, 3) for i, s in model.volume_calibration.recovery.items()},
+            "volume_before_ml": {str(i): round(volumes_before_mm3.get(i, 0.0) / 1000.0, 4) for i in calibrated},
+            "volume_target_ml": {str(i): round(n * voxel_mm3 / 1000.0, 4) for i, n in calibrated.items()}}
 
 
 def _labelmap(

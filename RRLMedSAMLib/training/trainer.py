@@ -65,10 +65,12 @@ class TrainRequest:
     teacher: str | None = None
     rrl: dict = field(default_factory=dict)
     share_stages_from: list[Path] = field(default_factory=list)
+    volume_calibration: bool = True
     """``method``: a name of ``training/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
     ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
     slice size, stage lengths...; ``None`` values ignored). ``share_stages_from``: finished run folders
-    whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``)."""
+    whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``).
+    ``volume_calibration``: end with the volume calibration stage (``inference/calibration_stage.py``)."""
 
 
 def _inputs_config(request: TrainRequest) -> dict:
@@ -161,7 +163,9 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher)
     networks = TRAINERS[method.family](context)
     save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
-    write_json_atomic(run.model_card, _model_card(config, networks, device, run))
+    write_json_atomic(run.model_card, _model_card(config, networks, device, run) | {
+        "volume_calibration": _calibrate_volumes(run, device, progress) if request.volume_calibration
+        else {"applied": False, "reason": "switched off (--no-volume-calibration)"}})
     progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
     return run
 
@@ -215,6 +219,13 @@ def train_plain(ctx: TrainingContext) -> dict[str, nn.Module]:
                                      patch_size=preset.segmentation_patch, atlas_prior=preset.atlas_prior),
               {"segmentation": segmentation}, {"adam": seg_optimizer})
     return networks
+
+
+def _calibrate_volumes(run: RunFolder, device: torch.device, progress: ProgressReporter) -> dict:
+    """The finished run's volume calibration (the inference package builds on this module, hence the late import)."""
+    from RRLMedSAMLib.inference.calibration_stage import calibrate_run
+
+    return calibrate_run(run.root, device, progress)
 
 
 TRAINERS = {"plain": train_plain, "rrl": train_rrl, "autosam": train_autosam}

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.label_smoothing import atlas_roughness, smooth_labels_keeping_volumes, smooth_labels_matching_atlas
+from RRLMedSAMLib.inference.label_smoothing import (
+    apply_label_smoothing, atlas_roughness, smooth_labels_keeping_volumes, smooth_labels_matching_atlas,
+)
+from RRLMedSAMLib.inference.volume_calibration import (
+    RECOVERY_RANGE, calibrated_voxel_counts, label_volumes_mm3, read_volume_calibration,
+)
 from RRLMedSAMLib.progress import PROGRESS_MARKER
 from tiny_case import LABEL_IDS, engine
 
@@ -123,7 +128,8 @@ def _labels(folder: Path, name: str) -> np.ndarray:
 
 
 def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
-    common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0")
+    common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0",
+              "--volume-calibration", "off")
     assert engine(*common, "--out", tmp_path / "plain", "--label-smoothing-mm", "0").returncode == 0
     result = engine(*common, "--out", tmp_path / "smoothed", "--label-smoothing-mm", "3")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -146,3 +152,34 @@ def test_label_smoothing_applies_to_the_segmentation_only(tiny_case: dict[str, P
     report = json.loads((auto / "qc.json").read_text())
     assert report["label_smoothing_mm"] == "auto"
     assert report["label_smoothing_sigmas_mm"] == {str(label): round(sigma, 3) for label, sigma in sigmas.items()}
+
+
+def test_training_measures_a_volume_calibration_that_segment_applies(
+    tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path
+) -> None:
+    calibration = read_volume_calibration(tiny_run)
+    assert calibration is not None and set(calibration.recovery) == set(LABEL_IDS)
+    assert all(RECOVERY_RANGE[0] <= s <= RECOVERY_RANGE[1] for s in calibration.recovery.values())
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["volume_calibration"]["applied"] is True
+    assert card["volume_calibration"]["recovery"] == {str(k): round(v, 3) for k, v in calibration.recovery.items()}
+    stages = {json.loads(line)["stage"] for line in (tiny_run / "progress.jsonl").read_text().splitlines()}
+    assert "volume_calibration" in stages
+
+    common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0",
+              "--label-smoothing-mm", "0")
+    assert engine(*common, "--out", tmp_path / "off", "--volume-calibration", "off").returncode == 0
+    result = engine(*common, "--out", tmp_path / "on")  # on is the default
+    assert result.returncode == 0, result.stderr[-2000:]
+    off, on = tmp_path / "off" / "scan_a_image", tmp_path / "on" / "scan_a_image"
+    assert json.loads((off / "qc.json").read_text())["volume_calibration"] is None
+    report = json.loads((on / "qc.json").read_text())["volume_calibration"]
+    assert set(report["recovery"]) == {str(label) for label in LABEL_IDS}
+    assert set(report["volume_target_ml"]) <= set(report["volume_before_ml"]) <= set(report["recovery"])
+    uncalibrated = sitk.ReadImage(str(off / "segmentation.nii.gz"))
+    atlas = sitk.ReadImage(str(tiny_run / "atlas" / "atlas_label.nii.gz"))
+    targets = calibrated_voxel_counts(uncalibrated, label_volumes_mm3(atlas), calibration.recovery)
+    expected, _ = apply_label_smoothing(uncalibrated, 0.0, None, targets)
+    np.testing.assert_array_equal(_labels(on, "segmentation.nii.gz"), sitk.GetArrayFromImage(expected))
+    assert (_labels(on, "segmentation.nii.gz") != _labels(off, "segmentation.nii.gz")).any()
+    np.testing.assert_array_equal(_labels(on, "warped_atlas_label.nii.gz"), _labels(off, "warped_atlas_label.nii.gz"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from RRLMedSAMLib.inference.volume_calibration import read_volume_calibration
 from tiny_case import assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 STEPS = ("--registration-steps", "40", "--segmentation-steps", "16")
@@ -40,6 +41,27 @@ def test_interrupted_training_resumes_to_identical_weights(
     resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_weights(reference, out)
+
+
+def test_training_interrupted_in_its_volume_calibration_resumes_and_finishes_it(
+    tiny_case: dict[str, Path], reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    copy_prepared(reference, out)
+    process = start_training(train_args(tiny_case, out, *STEPS, "--resume"))
+    wait_for_step(out, "volume_calibration", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (out / "volume_calibration.json").exists()
+    resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(reference, out)
+    expected = read_volume_calibration(reference).recovery
+    recovery = read_volume_calibration(out).recovery
+    assert set(recovery) == set(expected)
+    # the calibration pre-aligns afresh, and ITK's affine registration is not bitwise repeatable
+    assert all(abs(recovery[label] - expected[label]) < 0.05 for label in expected)
+    assert json.loads((out / "model_card.json").read_text())["volume_calibration"]["applied"] is True
 
 
 def test_sigterm_checkpoints_the_last_completed_step(tiny_case: dict[str, Path], reference: Path, tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ FEW_STEPS = ("--teacher", "tiny", "--registration-steps", "2", "--distill-steps"
              "--joint-steps", "3", "--autosam-steps", "3")
 
 
-def _train_and_segment(case: dict[str, Path], folder: Path, method: str, segment: bool = True) -> tuple[Path, Path]:
+def _train_and_segment(case: dict[str, Path], folder: Path, method: str, segment: bool = True,
+                       *extra: str) -> tuple[Path, Path]:
     run = folder / "run"
-    assert cli.main(train_args(case, run, *FEW_STEPS, "--method", method)) == 0
+    assert cli.main(train_args(case, run, *FEW_STEPS, "--method", method, *extra)) == 0
     results = folder / "results"
     if not segment:
         return run, results
@@ -67,10 +68,13 @@ def test_mutual_ema_runs_after_every_stage_2_step(
 
 @pytest.mark.parametrize("method", ["rrl-no-distill", "rrl-no-prompt"])
 def test_rrl_ablations_train_and_segment(method: str, tiny_case: dict[str, Path], tmp_path: Path) -> None:
-    run, result = _train_and_segment(tiny_case, tmp_path, method)
+    run, result = _train_and_segment(tiny_case, tmp_path, method, True, "--no-volume-calibration")
     card = json.loads((run / "model_card.json").read_text())
     assert card["method"] == method
+    assert card["volume_calibration"] == {"applied": False, "reason": "switched off (--no-volume-calibration)"}
+    assert not (run / "volume_calibration.json").exists()
     stages = {json.loads(line)["stage"] for line in (run / "progress.jsonl").read_text().splitlines()}
+    assert "volume_calibration" not in stages
     assert ("distill_stage1" in stages) == (method != "rrl-no-distill")
     assert "joint_stage2" in stages
     if method == "rrl-no-distill":
@@ -85,6 +89,7 @@ def test_autosam_heads_train_and_segment(method: str, tiny_case: dict[str, Path]
     run, result = _train_and_segment(tiny_case, tmp_path, method)
     card = json.loads((run / "model_card.json").read_text())
     assert card["method"] == method and card["parameters"]["head"] > 0 and card["teacher"]["name"] == "tiny"
+    assert card["volume_calibration"] == {"applied": False, "reason": "no deformable registration (AutoSAM)"}
     stages = [json.loads(line)["stage"] for line in (run / "progress.jsonl").read_text().splitlines()]
     assert "autosam_head" in stages and "registration" not in stages
     segmentation = sitk.ReadImage(str(result / "segmentation.nii.gz"))

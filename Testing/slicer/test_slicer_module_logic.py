@@ -165,6 +165,9 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     assert "--registration-ensemble" not in command
     ensemble, _ = logic.segment_command(tmp_path, scans, registration_ensemble=9)
     assert ensemble[ensemble.index("--registration-ensemble") + 1] == "9"
+    assert "--volume-calibration" not in command
+    uncalibrated, _ = logic.segment_command(tmp_path, scans, volume_calibration=False)
+    assert uncalibrated[uncalibrated.index("--volume-calibration") + 1] == "off"
     with pytest.raises(sc.SceneConversionError, match="at least one scan"):
         logic.train_command(tmp_path, atlas, segmentation, [])
     with pytest.raises(sc.SceneConversionError, match="also checked"):

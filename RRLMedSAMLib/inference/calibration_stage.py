@@ -1,0 +1,77 @@
+"""The last stage of ``train``: measure a finished run's volume calibration on its training scans.
+
+Runs the registration exactly as ``segment`` does (fresh affine pre-alignment, network, instance
+optimisation, fine-grid refinement), on the run's first :data:`MAX_CALIBRATION_SCANS` scans
+and on their synthetically resized copies (:mod:`RRLMedSAMLib.inference.volume_calibration`).
+The result is written atomically to ``volume_calibration.json``; a resumed training that finds it
+does not measure again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+
+from RRLMedSAMLib.geometry.affine import prealign_to_atlas
+from RRLMedSAMLib.inference.segmenter import load_trained_model, register_atlas_label
+from RRLMedSAMLib.inference.volume_calibration import (
+    CALIBRATION_FILE, CALIBRATION_SCALES, MAX_CALIBRATED_STRUCTURES, MAX_CALIBRATION_SCANS, VolumeCalibration,
+    measure_volume_recovery, read_volume_calibration,
+)
+from RRLMedSAMLib.io.atomic import write_json_atomic
+from RRLMedSAMLib.io.volumes import read_scan, volume_stem
+from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
+from RRLMedSAMLib.training.trainer import run_settings
+
+STAGE = "volume_calibration"
+
+
+def calibration_skip_reason(method_family: str, structures: int) -> str | None:
+    """Why a run of ``method_family`` with ``structures`` labels gets no volume calibration, or ``None`` when it does."""
+    if method_family == "autosam":
+        return "no deformable registration (AutoSAM)"
+    if structures > MAX_CALIBRATED_STRUCTURES:
+        return f"{structures} structures, more than {MAX_CALIBRATED_STRUCTURES} (cost)"
+    return None
+
+
+def calibrate_run(run_root: Path, device: torch.device, progress: ProgressReporter) -> dict:
+    """Measure (or read back) the run's volume calibration; returns the model card's summary of it."""
+    stored = read_volume_calibration(run_root)
+    if stored is not None:
+        return _summary(stored)
+    config = require_trained_model(RunFolder(Path(run_root)))
+    reason = calibration_skip_reason(run_settings(config)[0].family, len(config["label_ids"]))
+    if reason is not None:
+        return {"applied": False, "reason": reason}
+    model = load_trained_model(run_root, device)
+    paths = [Path(entry["path"]) for entry in model.config["inputs"]["images"]][:MAX_CALIBRATION_SCANS]
+    registrations = len(paths) * (1 + len(model.label_ids) * len(CALIBRATION_SCALES))
+    progress.start_stage(STAGE, registrations, f"measuring how far the registration follows size changes "
+                                               f"({len(paths)} scan(s), {registrations} registrations)")
+    done = 0
+
+    def registered() -> None:
+        nonlocal done
+        done += 1
+        progress.update(done, message=f"registration {done} of {registrations}")
+
+    def register(scan: sitk.Image) -> sitk.Image:
+        start = prealign_to_atlas(model.atlas_image, scan, model.grid, iterations=model.preset.affine_iterations,
+                                  seed=int(model.config["seed"]))
+        return register_atlas_label(model, scan, start)
+
+    with torch.no_grad():
+        scans = [(volume_stem(path), read_scan(path, "Image")) for path in paths]
+        calibration = measure_volume_recovery(register, scans, model.label_ids, registered)
+    write_json_atomic(Path(run_root) / CALIBRATION_FILE, calibration.to_dict())
+    progress.end_stage(", ".join(f"label {k}: recovery {v:.2f}" for k, v in calibration.recovery.items()))
+    return _summary(calibration)
+
+
+def _summary(calibration: VolumeCalibration) -> dict:
+    return {"applied": True, "recovery": {str(k): round(v, 3) for k, v in calibration.recovery.items()},
+            "file": CALIBRATION_FILE}
