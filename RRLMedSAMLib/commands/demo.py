@@ -17,7 +17,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING
-from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+from RRLMedSAMLib.commands.segment import segment_scans
+from RRLMedSAMLib.inference.segmenter import load_trained_model
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
 from RRLMedSAMLib.io.volumes import volume_stem
@@ -64,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=DEFAULT_LABEL_SMOOTHING,
                                volume_calibration=True)
     results = args.out / "segmentations"
-    progress.start_stage("segment", len(images), "segmenting the sample scans")
-    for index, image in enumerate(images):
-        segment_scan(model, image, results)
-        progress.update(index + 1, message=volume_stem(image))
-    progress.end_stage()
+    segment_scans(model, images, results, progress)
     report = write_demo_report(args.out, sample, images, results, run_folder)
     progress.done(f"report written to {report}")
     print(f"Demo finished. Report: {report}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING, LabelSmoothing, parse_label_smoothing
-from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+from RRLMedSAMLib.inference.segmenter import TrainedModel, load_trained_model, segment_scan
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
@@ -72,16 +72,27 @@ def run(args: argparse.Namespace) -> int:
     for path in args.image:
         read_scan(path, "Image")
     ensure_writable_folder(args.out)
-    members = model.ensemble_members
     progress = ProgressReporter()
-    progress.start_stage("segment", len(args.image) * members, f"segmenting {len(args.image)} scan(s)"
-                         + (f", {members} registrations each" if members > 1 else ""))
-    for index, path in enumerate(args.image):
-        folder = segment_scan(model, path, args.out, _registration_progress(progress, index, members, volume_stem(path)))
-        progress.update((index + 1) * members, message=f"{volume_stem(path)} -> {folder}")
+    for path, folder in zip(args.image, segment_scans(model, args.image, args.out, progress)):
         print(f"{volume_stem(path)}: {folder}")
     progress.done()
     return 0
+
+
+def segment_scans(model: TrainedModel, images: list[Path], out: Path, progress: ProgressReporter) -> list[Path]:
+    """Segment ``images`` one after another as the ``segment`` stage of ``progress``; returns their result folders.
+
+    With a registration ensemble the stage counts registrations (members per scan), not scans.
+    """
+    members = model.ensemble_members
+    progress.start_stage("segment", len(images) * members, f"segmenting {len(images)} scan(s)"
+                         + (f", {members} registrations each" if members > 1 else ""))
+    folders = []
+    for index, path in enumerate(images):
+        folders.append(segment_scan(model, path, out, _registration_progress(progress, index, members, volume_stem(path))))
+        progress.update((index + 1) * members, message=f"{volume_stem(path)} -> {folders[-1]}")
+    progress.end_stage()
+    return folders
 
 
 def _registration_progress(progress: ProgressReporter, index: int, members: int, name: str) -> Callable[[int], None]:
