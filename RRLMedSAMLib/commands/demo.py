@@ -16,8 +16,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING
 from RRLMedSAMLib.commands.segment import segment_scans
+from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING
 from RRLMedSAMLib.inference.segmenter import load_trained_model
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table

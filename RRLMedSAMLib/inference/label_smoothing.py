@@ -128,8 +128,9 @@ def _cut(labels: np.ndarray, label: int, found: tuple[slice, ...], spacing_xyz: 
     blur: without ``keep_voxels`` the mask is then kept.
     """
     if sigma_mm > 0 or keep_voxels is not None:
-        voxels = int(np.count_nonzero(labels[found] == label))
-        reach_mm = BOX_MARGIN_SIGMAS * sigma_mm + _growth_margin_mm(voxels, keep_voxels or voxels, spacing_xyz)
+        reach_mm = BOX_MARGIN_SIGMAS * sigma_mm
+        if keep_voxels is not None:
+            reach_mm += _growth_margin_mm(int(np.count_nonzero(labels[found] == label)), keep_voxels, spacing_xyz)
         margin = [max(2, math.ceil(reach_mm / s)) for s in spacing_xyz[::-1]]
         box = _grown(found, margin, labels.shape)
         mask = labels[box] == label

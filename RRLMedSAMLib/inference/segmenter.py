@@ -212,9 +212,10 @@ def segment_scan(
         registration_label = vote([warped_label, *perturbed_labels])
         segmentation, restored = _fused_labelmap(model, registration_label, prediction.correction, scan, atlas_to_scan)
     calibrated: dict[int, int] = {}
+    volumes_before: dict[int, float] = {}
     if model.volume_calibration is not None:
         calibrated = calibrated_voxel_counts(segmentation, model.atlas_volumes_mm3, model.volume_calibration.recovery)
-    volumes_before = label_volumes_mm3(segmentation)
+        volumes_before = label_volumes_mm3(segmentation)
     segmentation, smoothing_sigmas = apply_label_smoothing(
         segmentation, model.label_smoothing_mm, model.atlas_roughness, calibrated
     )

@@ -117,30 +117,45 @@ def measure_volume_recovery(
     ``register(scan)`` returns the atlas label warped onto ``scan`` (the engine's registration);
     ``on_registration()`` is called after each registration.
     """
-    known: dict[int, list[float]] = {label: [] for label in label_ids}
-    registered: dict[int, list[float]] = {label: [] for label in label_ids}
-    measurements = []
+    tick = on_registration or (lambda: None)
+    found: list[tuple[str, int, float, float]] = []
     for name, scan in scans:
         base = register(scan)
-        if on_registration is not None:
-            on_registration()
+        tick()
         for label in label_ids:
-            sphere = structure_sphere(base, label)
-            for scale in CALIBRATION_SCALES:
-                if sphere is not None:
-                    centre, radius = sphere
-                    inner = INNER_RADIUS_FACTOR * radius
-                    warped = register(scaled_about(scan, centre, scale, inner, inner + TAPER_MM))
-                    ratio = _voxels(warped, label) / _voxels(base, label)
-                    if ratio > 0:
-                        known[label].append(3.0 * np.log(scale))
-                        registered[label].append(float(np.log(ratio)))
-                        measurements.append({"scan": name, "label": label, "scale": scale,
-                                             "volume_ratio": round(float(ratio), 4)})
-                if on_registration is not None:
-                    on_registration()
-    recovery = {label: recovery_estimate(known[label], registered[label]) for label in label_ids if known[label]}
+            found += [(name, label, scale, ratio) for scale, ratio in _resized_volume_ratios(register, scan, base, label, tick)]
+    recovery = {}
+    for label in label_ids:
+        ratios = [(scale, ratio) for _, of, scale, ratio in found if of == label]
+        if ratios:
+            recovery[label] = recovery_estimate([3.0 * np.log(s) for s, _ in ratios], [float(np.log(r)) for _, r in ratios])
+    measurements = [{"scan": name, "label": label, "scale": scale, "volume_ratio": round(ratio, 4)}
+                    for name, label, scale, ratio in found]
     return VolumeCalibration(recovery, measurements)
+
+
+def _resized_volume_ratios(register: Callable[[sitk.Image], sitk.Image], scan: sitk.Image, base: sitk.Image,
+                           label: int, tick: Callable[[], None]) -> list[tuple[float, float]]:
+    """(scale, registered volume ratio) of ``label`` for each resize of ``scan`` about it; one ``tick()`` per scale.
+
+    ``base`` is the atlas label registered to ``scan`` itself; a label it lacks gives no ratios
+    (its registrations are skipped, the ticks are not), and so does one that vanishes when resized.
+    """
+    sphere = structure_sphere(base, label)
+    if sphere is None:
+        for _ in CALIBRATION_SCALES:
+            tick()
+        return []
+    centre, radius = sphere
+    inner = INNER_RADIUS_FACTOR * radius
+    base_voxels = _voxels(base, label)
+    ratios = []
+    for scale in CALIBRATION_SCALES:
+        ratio = _voxels(register(scaled_about(scan, centre, scale, inner, inner + TAPER_MM)), label) / base_voxels
+        tick()
+        if ratio > 0:
+            ratios.append((scale, ratio))
+    return ratios
 
 
 def calibrated_voxel_counts(
