@@ -3,8 +3,13 @@
 Qt-free: output lines are read on a background thread and handed to callbacks on the caller's
 thread, either by ``slicer.util.launchConsoleProcess(..., blocking=False)`` (Slicer >= 5.12, which
 polls with a ``qt.QTimer`` itself) or by :class:`ThreadedStarter`, whose :meth:`poll` the widget
-calls from its own timer. Cancel terminates the whole process tree (the ``PythonSlicer`` launcher
-and the Python interpreter it starts) and kills whatever is left after a grace period.
+calls from its own timer.
+
+Cancel is the same on every platform: the runner creates the stop file named by
+``RRLMEDSAM_STOP_FILE`` (in a temporary folder of its own, removed afterwards); the engine stops at
+its next step (training saves its checkpoint) and exits with code 130. Only when it has not exited
+after a grace period is the whole process tree (the ``PythonSlicer`` launcher and the Python
+interpreter it starts) killed with psutil.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +37,10 @@ ENGINE_ERROR_LINE = re.compile(r"^rrlmedsam (?P<command>[\w-]+): error: (?P<mess
 EXIT_INPUT_ERROR = 2
 EXIT_CANCELLED = 130
 DEVICES = ("auto", "cuda", "cpu", "mps")
+#: Environment variable naming the stop file: the engine stops at its next step once it exists.
+STOP_FILE_ENV = "RRLMEDSAM_STOP_FILE"
+#: Seconds the engine gets to save its checkpoint and exit after the stop request.
+DEFAULT_CANCEL_GRACE_S = 30.0
 
 LineCallback = Callable[[str], None]
 ExitCallback = Callable[[int], None]
@@ -95,6 +105,8 @@ class RunOutcome:
     returncode: int
     cancelled: bool
     error_message: str | None
+    #: True when the engine did not stop within the grace period and its process tree was killed.
+    forced: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -199,7 +211,8 @@ class EngineProcess:
         on_finished: called once with the :class:`RunOutcome`.
         env: extra environment variables for the engine.
         starter: how to start the process (default: :func:`default_starter`).
-        cancel_grace_s: seconds the engine gets to stop (and keep its checkpoint) before it is killed.
+        cancel_grace_s: seconds the engine gets to stop (and keep its checkpoint) after the stop
+            request before its process tree is killed.
     """
 
     def __init__(
@@ -211,7 +224,7 @@ class EngineProcess:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         starter: ThreadedStarter | SlicerConsoleStarter | None = None,
-        cancel_grace_s: float = 10.0,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
     ) -> None:
         self.command = list(command)
         self.on_event, self.on_log, self.on_finished = on_event, on_log, on_finished
@@ -223,6 +236,9 @@ class EngineProcess:
         self.outcome: RunOutcome | None = None
         self.last_event: ProgressEvent | None = None
         self._cancel_requested = False
+        self._forced = False
+        self._stop_dir: str | None = None
+        self.stop_file: Path | None = None
         self._engine_error: str | None = None
         self._tail: deque[str] = deque(maxlen=8)
         self._tree: list[Any] = []
@@ -239,7 +255,14 @@ class EngineProcess:
         """Start the engine; returns at once."""
         if self.popen is not None:
             raise RuntimeError("This engine process was already started; create a new one.")
-        self.popen = self.starter(self.command, self.env, self.cwd, self._handle_line, self._handle_exit)
+        self._stop_dir = tempfile.mkdtemp(prefix="rrlmedsam-stop-")
+        self.stop_file = Path(self._stop_dir) / "stop"
+        self.env[STOP_FILE_ENV] = str(self.stop_file)
+        try:
+            self.popen = self.starter(self.command, self.env, self.cwd, self._handle_line, self._handle_exit)
+        except Exception:
+            self._remove_stop_file()
+            raise
 
     def poll(self) -> None:
         """Deliver pending output (needed with :class:`ThreadedStarter`; harmless otherwise)."""
@@ -267,11 +290,12 @@ class EngineProcess:
             return
         if self._cancel_requested:
             self._kill(self._tree)  # the engine has stopped; nothing of the tree may outlive it
+        self._remove_stop_file()
         cancelled = self._cancel_requested or returncode == EXIT_CANCELLED
         error = None
         if returncode != 0 and not cancelled:
             error = self._engine_error or self._failure_summary(returncode)
-        self.outcome = RunOutcome(returncode, cancelled, error)
+        self.outcome = RunOutcome(returncode, cancelled, error, forced=self._forced)
         if self.on_finished:
             self.on_finished(self.outcome)
 
@@ -281,17 +305,40 @@ class EngineProcess:
         return f"The engine stopped with exit code {returncode}{detail}"
 
     def cancel(self) -> None:
-        """Ask the engine and its children to stop (SIGTERM), kill what is left after the grace period."""
+        """Ask the engine to stop through its stop file; kill its process tree after the grace period."""
         if not self.running or self._cancel_requested:
             return
         self._cancel_requested = True
         assert self.popen is not None
         self._tree = _process_tree(self.popen)
-        for process in self._tree:
-            _quietly(process.terminate)
-        timer = threading.Timer(self.cancel_grace_s, self._kill, args=(self._tree,))
-        timer.daemon = True
-        timer.start()
+        if self.stop_file is not None:
+            try:
+                self.stop_file.touch()
+            except OSError:
+                self._force_stop()  # no stop request possible: the fallback at once
+                return
+        threading.Thread(target=self._watch_stop, daemon=True).start()
+
+    def _watch_stop(self) -> None:
+        """Wait for the engine's own exit up to the grace period, then clear what is left of the tree."""
+        assert self.popen is not None
+        try:
+            self.popen.wait(timeout=self.cancel_grace_s)
+        except subprocess.TimeoutExpired:
+            self._force_stop()
+            return
+        self._kill(self._tree)  # children of a stopped engine must not outlive it (they may hold its output open)
+
+    def _force_stop(self) -> None:
+        """The engine did not stop in time: kill the whole tree (the outcome says so)."""
+        if self.outcome is not None or self.popen is None or self.popen.poll() is not None:
+            return  # it exited by itself: its exit is on its way
+        self._forced = True
+        self._kill([*self._tree, *_process_tree(self.popen)])
+
+    def _remove_stop_file(self) -> None:
+        if self._stop_dir is not None:
+            shutil.rmtree(self._stop_dir, ignore_errors=True)
 
     @staticmethod
     def _kill(tree: list[Any]) -> None:

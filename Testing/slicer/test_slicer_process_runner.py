@@ -1,4 +1,4 @@
-"""The engine process runner with real subprocesses: progress, failures, cancel of the whole tree."""
+"""The engine process runner with real subprocesses: progress, failures, stop request, kill of the whole tree."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ FAKE_ENGINE = textwrap.dedent(
         sys.exit(2)
     if mode == "crash":
         raise RuntimeError("CUDA out of memory")
-    if mode == "hang":
+    if mode in ("hang", "stubborn"):
         # a child that ignores SIGTERM and a grandchild: the runner must leave none of them alive
         code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                 "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
@@ -43,8 +43,12 @@ FAKE_ENGINE = textwrap.dedent(
         grandchild = child.stdout.readline().strip()
         with open(pid_file, "w") as handle:
             handle.write(f"{os.getpid()} {child.pid} {grandchild}")
-        signal.signal(signal.SIGTERM, lambda *a: (print("saving checkpoint", flush=True), sys.exit(130)))
+        stop_file = os.environ["RRLMEDSAM_STOP_FILE"]
+        signal.signal(signal.SIGTERM, lambda *a: (print("got SIGTERM", flush=True), sys.exit(143)))
         while True:
+            if mode == "hang" and os.path.exists(stop_file):
+                print("saving checkpoint", flush=True)
+                sys.exit(130)
             time.sleep(0.05)
     event(event="done", stage="registration", step=4, total=4, message="finished")
     """
@@ -123,9 +127,9 @@ def test_crash_reports_the_last_lines(fake_engine):
     assert "exit code 1" in outcome.error_message and "CUDA out of memory" in outcome.error_message
 
 
-def test_cancel_kills_the_whole_process_tree(fake_engine, tmp_path):
+def start_hanging(fake_engine, tmp_path, mode: str, grace_s: float):
     record, callbacks = recorder()
-    process = pr.EngineProcess(fake_engine("hang"), starter=pr.ThreadedStarter(), cancel_grace_s=1.0, **callbacks)
+    process = pr.EngineProcess(fake_engine(mode), starter=pr.ThreadedStarter(), cancel_grace_s=grace_s, **callbacks)
     process.start()
     pid_file = tmp_path / "pids.txt"
     deadline = time.monotonic() + 30
@@ -135,15 +139,40 @@ def test_cancel_kills_the_whole_process_tree(fake_engine, tmp_path):
         time.sleep(0.05)
     pids = [int(p) for p in pid_file.read_text().split()]
     assert all(psutil.pid_exists(p) for p in pids)
+    return process, record, pids
 
-    process.cancel()
-    outcome = run_to_end(process, timeout_s=30)
-    assert outcome.cancelled and outcome.error_message is None
-    assert "saving checkpoint" in record.logs  # the engine got SIGTERM first and could save
+
+def assert_all_gone(pids: list[int]) -> None:
     time.sleep(0.2)
     for pid in pids:
         alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         assert not alive, f"process {pid} survived the cancel"
+
+
+def test_cancel_asks_through_the_stop_file_then_clears_the_tree(fake_engine, tmp_path):
+    process, record, pids = start_hanging(fake_engine, tmp_path, "hang", grace_s=20.0)
+    stop_file = process.stop_file
+    assert process.env[pr.STOP_FILE_ENV] == str(stop_file) and not stop_file.exists()
+    started = time.monotonic()
+    process.cancel()
+    assert stop_file.exists()
+    outcome = run_to_end(process, timeout_s=30)
+    assert time.monotonic() - started < 10, "the engine's own exit must not wait for the grace period"
+    assert outcome.cancelled and outcome.returncode == pr.EXIT_CANCELLED and not outcome.forced
+    assert outcome.error_message is None
+    assert "saving checkpoint" in record.logs and "got SIGTERM" not in record.logs  # no signal: same on every platform
+    assert not stop_file.parent.exists(), "the runner removes its stop file and folder"
+    assert_all_gone(pids)  # the engine's leftover children are killed once it has exited
+
+
+def test_engine_ignoring_the_stop_file_is_killed_after_the_grace_period(fake_engine, tmp_path):
+    process, record, pids = start_hanging(fake_engine, tmp_path, "stubborn", grace_s=1.0)
+    process.cancel()
+    outcome = run_to_end(process, timeout_s=30)
+    assert outcome.cancelled and outcome.forced and outcome.returncode != 0
+    assert "saving checkpoint" not in record.logs and "got SIGTERM" not in record.logs
+    assert not process.stop_file.parent.exists()
+    assert_all_gone(pids)
 
 
 def test_cancel_before_start_and_after_end_is_harmless(fake_engine):
