@@ -1,8 +1,9 @@
 """The ``rrlmedsam`` command line.
 
 Each sub-command lives in ``RRLMedSAMLib/commands/<name>.py``. User errors (:class:`InputError`)
-become one line on stderr and exit code 2; Ctrl-C / SIGTERM become exit code 130 with checkpoints
-intact; anything else is a bug and keeps its traceback.
+become one line on stderr and exit code 2; Ctrl-C / SIGTERM / the stop file become exit code 130
+with checkpoints intact; anything else is a bug: one line on stderr naming a log file that holds
+the full traceback, and exit code 1. A user never sees a raw traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import argparse
 import importlib
 import importlib.util
 import signal
+import datetime
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from types import ModuleType
 
 from RRLMedSAMLib import __version__
@@ -28,8 +34,20 @@ COMMANDS = {
     "bench": ("bench", "Run methods side by side on a dataset folder: accuracy, speed and memory."),
 }
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_INPUT_ERROR = 2
 EXIT_CANCELLED = 130
+
+#: What an interrupted command tells the user (default: :data:`INTERRUPTED_DEFAULT`).
+INTERRUPTED_MESSAGES = {
+    "train": "interrupted; the last checkpoint is kept: resume training with --resume and the same --out.",
+    "segment": "interrupted; segmentation stopped. Results of the scans already finished are kept; run segment "
+               "again for the others.",
+    "bench": "interrupted; finished results are kept.",
+}
+INTERRUPTED_DEFAULT = "interrupted; nothing more was written."
+#: Environment variable naming the folder for internal-error logs (default: the system's temporary folder).
+LOG_DIR_ENV = "RRLMEDSAM_LOG_DIR"
 
 
 def _load(module_name: str) -> ModuleType | None:
@@ -84,8 +102,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rrlmedsam {args.command}: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except (KeyboardInterrupt, CancelledError):
-        print(f"rrlmedsam {args.command}: interrupted; resume training with --resume.", file=sys.stderr)
+        print(f"rrlmedsam {args.command}: {INTERRUPTED_MESSAGES.get(args.command, INTERRUPTED_DEFAULT)}", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as error:  # the last resort: a bug, reported in one line with its traceback in a log file
+        log = _write_traceback_log(args.command, argv)
+        summary = " ".join(str(error).split())[:300] or "no message"
+        where = f"full traceback in {log}" if log else "the traceback could not be saved"
+        print(f"rrlmedsam {args.command}: internal error: {type(error).__name__}: {summary} ({where}; please report "
+              "it).", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def _write_traceback_log(command: str, argv: list[str]) -> Path | None:
+    """Write the current exception's traceback to a new log file; return its path (``None`` if impossible)."""
+    folder = Path(os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir())
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"rrlmedsam-{command}-{stamp}-", suffix=".log", dir=folder)
+        with os.fdopen(handle, "w", encoding="utf-8") as log:
+            log.write(f"rrlmedsam {' '.join(argv)}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
+    return Path(name)
 
 
 if __name__ == "__main__":

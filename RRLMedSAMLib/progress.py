@@ -11,6 +11,11 @@ and every event is appended to ``progress.jsonl`` in the run folder. Event keys:
 ``dice``      latest Dice on pseudo labels (float or null)
 ``eta_s``     seconds left in this stage (float or null); ``elapsed_s``: seconds since the stage began
 ``message``   optional human text
+
+Stop requests without signals: when the environment variable :data:`STOP_FILE_ENV` names a path
+and that file exists, :meth:`ProgressReporter.update` raises :class:`CancelledError`, exactly as
+SIGTERM does (training saves its checkpoint; ``segment`` keeps the scans already finished). The
+engine never deletes that file: the caller owns it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,22 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from RRLMedSAMLib.errors import CancelledError
+
 PROGRESS_MARKER = "@@RRLMEDSAM_PROGRESS@@ "
+STOP_FILE_ENV = "RRLMEDSAM_STOP_FILE"
+
+
+def stop_requested() -> bool:
+    """Whether the stop file named by :data:`STOP_FILE_ENV` exists (one cheap ``os.path.exists``)."""
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and os.path.exists(path)
+
+
+def check_stop() -> None:
+    """Raise :class:`CancelledError` when a stop was requested through the stop file."""
+    if stop_requested():
+        raise CancelledError(f"stop requested ({os.environ[STOP_FILE_ENV]} exists)")
 
 
 def parse_progress_line(line: str) -> dict[str, Any] | None:
@@ -81,7 +101,7 @@ class ProgressReporter:
     def update(
         self, step: int, losses: dict[str, float] | None = None, dice: float | None = None, message: str = ""
     ) -> None:
-        """Report that ``step`` of the current stage's steps are done."""
+        """Report that ``step`` of the current stage's steps are done; then honour a stop request (:func:`check_stop`)."""
         self._step = int(step)
         elapsed = time.monotonic() - self._start
         rate_steps = step - self._done_at_start
@@ -94,6 +114,7 @@ class ProgressReporter:
             {"event": "progress", "step": int(step), "losses": losses, "dice": dice, "eta_s": eta, "message": message},
             force=step >= self._total,
         )
+        check_stop()
 
     def end_stage(self, message: str = "") -> None:
         """Finish the current stage."""

@@ -10,7 +10,9 @@ from pathlib import Path
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table
 from RRLMedSAMLib.io.volumes import ensure_writable_folder
-from RRLMedSAMLib.metrics.evaluation import SCORING_RULES, evaluate_pairs, find_pairs, write_metrics
+from RRLMedSAMLib.metrics.evaluation import (
+    SCORING_RULES, _prediction_files, evaluate_pairs, find_pairs, write_metrics,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,14 +61,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         found = _find_table(truth)
         table = read_label_table(found) if found else None
+    no_truth = _predictions_without_truth(pred, args.pred_name, pairs)
+    cases = evaluate_pairs(pairs, restrict)
     out = ensure_writable_folder(args.out or (pred if pred.is_dir() else pred.parent), "Metrics folder")
     if unmatched:
         print(
             f"warning: no prediction for {len(unmatched)} truth case(s), not scored: {', '.join(unmatched)}",
             file=sys.stderr,
         )
-    cases = evaluate_pairs(pairs, restrict)
-    summary = write_metrics(cases, out, table, extra={"unmatched_truth": unmatched})
+    if no_truth:
+        print(f"warning: no truth for {len(no_truth)} prediction(s), not scored: {', '.join(no_truth)}", file=sys.stderr)
+    summary = write_metrics(cases, out, table, extra={"unmatched_truth": unmatched, "unmatched_predictions": no_truth})
     for case in summary["cases"]:
         print(f"{case['name']}: mean Dice {_show(case['mean_dice'], 3)}, mean HD95 {_show(case['mean_hd95_mm'], 2)} mm")
     print(
@@ -74,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         f"mean HD95 {_show(summary['mean_hd95_mm'], 2)} mm. Wrote {out / 'metrics.md'} (+ .json, .csv)."
     )
     return 0
+
+
+def _predictions_without_truth(pred: Path, pred_name: str, pairs: list) -> list[str]:
+    """Names of the predictions in a folder that no truth matched (empty for single files)."""
+    if not pred.is_dir():
+        return []
+    scored = {name for name, _, _ in pairs}
+    return sorted(name for name in _prediction_files(pred, pred_name) if name not in scored)
 
 
 def _show(value: float | None, digits: int) -> str:

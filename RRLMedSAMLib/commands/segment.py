@@ -1,8 +1,15 @@
-"""``rrlmedsam segment``: apply a trained run to scans."""
+"""``rrlmedsam segment``: apply a trained run to scans.
+
+Results go to ``OUT/<scan name>/``, written in a temporary folder beside it and renamed into place.
+An existing ``OUT/<scan name>/`` is refused unless ``--overwrite`` is given; then only the result
+files are replaced (and result files this run does not produce are removed), never anything else.
+``OUT`` is locked while segmenting, and may not be, or lie inside, the model folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +17,16 @@ from pathlib import Path
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING, LabelSmoothing, parse_label_smoothing
 from RRLMedSAMLib.inference.segmenter import TrainedModel, load_trained_model, segment_scan
-from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem
-from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.io.output_folder import ClaimedFolder, claimed_folder
+from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem
+from RRLMedSAMLib.progress import ProgressReporter, check_stop
 from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
 from RRLMedSAMLib.training.prepare import check_scan_paths
+from RRLMedSAMLib.training.run_state import FINISHED, read_run_state
+
+#: What ``segment`` writes in a scan's folder; ``--overwrite`` replaces these and nothing else.
+RESULT_FILES = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz", "warped_atlas_image.nii.gz",
+                "deformation.nrrd", "prompt_mask.nii.gz", "qc.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, nargs="+", type=Path, help="scans to segment")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scan)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the result files of scans that already have a folder in --out (other files "
+                             "there are kept); without it such scans are refused")
     parser.add_argument(
         "--refinement-steps", type=int, metavar="N",
         help="iterations of the fine-grid registration refinement (default: the run's preset; 0 = off, faster)",
@@ -51,6 +67,31 @@ def _label_smoothing(text: str) -> LabelSmoothing:
         raise InputError(f"--label-smoothing-mm {error}.") from None
 
 
+def _check_out(out: Path, model: Path, images: list[Path], overwrite: bool) -> None:
+    """Refuse an ``--out`` inside the model folder, and existing scan folders without ``--overwrite``."""
+    out_abs, model_abs = out.resolve(), model.resolve()
+    if out_abs == model_abs or model_abs in out_abs.parents:
+        raise InputError(f"--out {out} is inside the model folder {model}; choose a folder outside the run folder.")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; choose a folder.")
+    existing = [volume_stem(p) for p in images if (out / volume_stem(p)).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{out / existing[0]} already exists ({len(existing)} scan(s) already segmented there); pass "
+                         "--overwrite to replace their results, or choose another --out.")
+    for name in existing:
+        if not (out / name).is_dir():
+            raise InputError(f"{out / name} exists and is not a folder; move it away or choose another --out.")
+
+
+def _check_model_state(model: Path) -> None:
+    """Refuse a run folder whose training is still in progress, was interrupted or failed."""
+    state = read_run_state(model)
+    if state["in_use"] and state["state"] != FINISHED:
+        raise InputError(f"{model} is still training (process {state['holder_pid']}); segment once it has finished.")
+    if state["state"] not in (None, FINISHED):
+        raise InputError(f"Training in {model} has not finished (state {state['state']}: {state['message']}).")
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate every scan first (a bad one stops the run before anything is written), then segment.
 
@@ -62,34 +103,65 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--refinement-steps must be 0 or more, not {args.refinement_steps}.")
     if args.registration_ensemble < 1:
         raise InputError(f"--registration-ensemble must be 1 or more, not {args.registration_ensemble}.")
+    smoothing = _label_smoothing(args.label_smoothing_mm)
+    _check_out(args.out, args.model, args.image, args.overwrite)
+    _check_model_state(args.model)
     model = load_trained_model(
-        args.model, device, args.refinement_steps, _label_smoothing(args.label_smoothing_mm), args.registration_ensemble,
+        args.model, device, args.refinement_steps, smoothing, args.registration_ensemble,
         volume_calibration=args.volume_calibration == "on",
     )
     if model.registration_ensemble > model.ensemble_members:
         print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "
               f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
     for path in args.image:
-        read_scan(path, "Image")
-    ensure_writable_folder(args.out)
-    progress = ProgressReporter()
-    for path, folder in zip(args.image, segment_scans(model, args.image, args.out, progress)):
-        print(f"{volume_stem(path)}: {folder}")
-    progress.done()
+        check_registrable(read_scan(path, "Image"), path, "Image", model.grid.spacing_mm)
+    with claimed_folder(args.out, "segment", "Output folder") as claim:
+        _check_out(args.out, args.model, args.image, args.overwrite)
+        progress = ProgressReporter()
+        for path, folder in zip(args.image, segment_scans(model, args.image, args.out, progress, claim)):
+            print(f"{volume_stem(path)}: {folder}")
+        progress.done()
     return 0
 
 
-def segment_scans(model: TrainedModel, images: list[Path], out: Path, progress: ProgressReporter) -> list[Path]:
+def _result_stats(folder: Path) -> dict[str, tuple[int, int]]:
+    """``(inode, mtime_ns)`` of the result files already in ``folder``."""
+    stats = {}
+    for name in RESULT_FILES:
+        try:
+            info = os.stat(folder / name)
+        except OSError:
+            continue
+        stats[name] = (info.st_ino, info.st_mtime_ns)
+    return stats
+
+
+def _remove_stale_results(folder: Path, before: dict[str, tuple[int, int]]) -> None:
+    """Delete result files of an earlier segmentation that this one did not rewrite (e.g. another method's prompt mask)."""
+    for name, stat in _result_stats(folder).items():
+        if before.get(name) == stat:
+            (folder / name).unlink()
+
+
+def segment_scans(model: TrainedModel, images: list[Path], out: Path, progress: ProgressReporter,
+                  claim: ClaimedFolder | None = None) -> list[Path]:
     """Segment ``images`` one after another as the ``segment`` stage of ``progress``; returns their result folders.
 
     With a registration ensemble the stage counts registrations (members per scan), not scans.
+    A stop request (:func:`RRLMedSAMLib.progress.check_stop`) is honoured before each scan; the
+    scans already written stay (``claim.keep`` is set once one is).
     """
     members = model.ensemble_members
     progress.start_stage("segment", len(images) * members, f"segmenting {len(images)} scan(s)"
                          + (f", {members} registrations each" if members > 1 else ""))
     folders = []
     for index, path in enumerate(images):
+        check_stop()
+        before = _result_stats(Path(out) / volume_stem(path))
         folders.append(segment_scan(model, path, out, _registration_progress(progress, index, members, volume_stem(path))))
+        _remove_stale_results(folders[-1], before)
+        if claim is not None:
+            claim.keep = True
         progress.update((index + 1) * members, message=f"{volume_stem(path)} -> {folders[-1]}")
     progress.end_stage()
     return folders

@@ -48,10 +48,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``target``; on success it replaces ``target``.
+    """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
 
-    Used for per-scan result folders: either the complete set of outputs appears or nothing does,
-    and an earlier result folder survives a failed run.
+    Used for per-scan result folders: the complete set of outputs is written first, then a new
+    ``target`` appears by one rename. An existing ``target`` is never deleted: each finished file
+    replaces its namesake there (one rename per file) and every other file in it is left alone.
+    On failure the temporary folder goes and ``target`` stays as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,12 +61,10 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(temp, 0o777 & ~_UMASK)
     try:
         yield temp
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(temp, target)
-            shutil.rmtree(backup, ignore_errors=True)
+        if target.is_dir():
+            for item in sorted(temp.iterdir()):
+                os.replace(item, target / item.name)
+            temp.rmdir()
         else:
             os.replace(temp, target)
     except BaseException:

@@ -98,18 +98,24 @@ def default_entry(label_id: int, aseg: bool = True) -> LabelEntry:
 def read_label_table(path: str | os.PathLike) -> list[LabelEntry]:
     """Read a ``labels.csv`` (header ``id,name,r,g,b``); rows sorted by id."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"Label table {path} is a folder; pass a labels.csv file.")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"Cannot read label table {path}: {error.strerror}.") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
+    except UnicodeDecodeError:
+        raise InputError(f"Label table {path} is not UTF-8 text (a binary file?); pass a labels.csv with the "
+                         "columns id,name,r,g,b.") from None
     entries = []
     try:
-        for row in rows:
+        if "\0" in text:
+            raise csv.Error("NUL byte")
+        for row in csv.DictReader(io.StringIO(text)):
             entries.append(
                 LabelEntry(int(row["id"]), row["name"].strip(), (int(row["r"]), int(row["g"]), int(row["b"])))
             )
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, AttributeError, csv.Error):
         raise InputError(f"Label table {path} must have the columns id,name,r,g,b with integer ids and colours.") from None
     return sorted(entries, key=lambda e: e.id)
 

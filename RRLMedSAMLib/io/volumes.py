@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.atomic import atomic_path
+from RRLMedSAMLib.io.stored_data import check_stored_data
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -39,13 +40,24 @@ def _read(path: str | os.PathLike, what: str) -> sitk.Image:
         raise InputError(f"{what} file not found: {path}")
     if path.is_dir():
         raise InputError(f"{what} must be a file, got a folder: {path}")
+    check_stored_data(path, what)
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
         raise InputError(
             f"Cannot read {what} {path}: not a readable NIfTI/NRRD/MHA image ({first_line})."
         ) from None
+    spacing = image.GetSpacing()
+    if any(not np.isfinite(v) or v <= 0 for v in spacing):
+        raise InputError(f"{what} {path} has zero or negative voxel spacing ({', '.join(f'{v:g}' for v in spacing)} mm); "
+                         "fix the file's header.")
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        values = sitk.GetArrayViewFromImage(image)
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise InputError(f"{what} {path} contains {bad} NaN or infinite voxels; fix or mask them first.")
+    return image
 
 
 def _check_3d(image: sitk.Image, path: str | os.PathLike, what: str) -> sitk.Image:
@@ -100,6 +112,39 @@ def read_label(path: str | os.PathLike, what: str = "Label") -> sitk.Image:
     label = sitk.GetImageFromArray(values.astype(np.uint16))
     label.CopyInformation(image)
     return label
+
+
+#: The smallest scan the networks and the affine pre-alignment can use: voxels per axis, and the
+#: extent per axis in working-grid voxels (the pre-alignment's coarsest level shrinks by 4).
+MIN_VOXELS = 8
+MIN_GRID_VOXELS = 12
+#: Above this ratio of largest to smallest voxel side, a too-thin scan is called anisotropic in the message.
+ANISOTROPY_NOTE = 10.0
+
+
+def check_registrable(image: sitk.Image, path: str | os.PathLike, what: str, grid_spacing_mm: float) -> None:
+    """Refuse a scan that cannot be registered: constant, too few voxels, or too thin for the working grid."""
+    size, spacing = image.GetSize(), image.GetSpacing()
+    if min(size) < MIN_VOXELS:
+        raise InputError(f"{what} {path} is {size[0]}x{size[1]}x{size[2]} voxels, too small: every axis needs at "
+                         f"least {MIN_VOXELS} voxels.")
+    values = sitk.GetArrayViewFromImage(image)
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        raise InputError(f"{what} {path} is constant (every voxel is {low:g}): there is nothing to register. "
+                         "Pass the scan itself, not an empty or masked volume.")
+    extent = [n * s for n, s in zip(size, spacing)]
+    needed = MIN_GRID_VOXELS * float(grid_spacing_mm)
+    thin = [axis for axis, e in enumerate(extent) if e < needed]
+    if thin:
+        axis = thin[0]
+        note = ""
+        if max(spacing) / min(spacing) > ANISOTROPY_NOTE:
+            note = (f" Its voxels are extremely anisotropic ({' x '.join(f'{v:g}' for v in spacing)} mm): resample "
+                    "it to a less anisotropic grid covering the anatomy first.")
+        raise InputError(f"{what} {path} spans only {extent[axis]:.3g} mm along axis {axis} ({size[axis]} voxels of "
+                         f"{spacing[axis]:g} mm); registration needs at least {needed:.3g} mm ({MIN_GRID_VOXELS} voxels "
+                         f"of the working grid, {float(grid_spacing_mm):.3g} mm) along every axis.{note}")
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -48,16 +48,19 @@ def save_checkpoint(
         save_file(tensors, str(temp), metadata=metadata)
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Return ``(tensors, meta, optimizer_json)`` of a checkpoint file."""
+def read_checkpoint(
+    path: str | os.PathLike, advice: str = "Delete it to restart that stage.",
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Return ``(tensors, meta, optimizer_json)`` of a checkpoint file; a damaged or foreign file is an :class:`InputError`."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (OSError, ValueError, RuntimeError) as error:
-        raise InputError(f"Cannot read checkpoint {path}: {error}. Delete it to restart that stage.") from None
-    return tensors, json.loads(metadata.get("meta", "{}")), json.loads(metadata.get("optimizers", "{}"))
+        return tensors, json.loads(metadata.get("meta", "{}")), json.loads(metadata.get("optimizers", "{}"))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"Cannot read {path}: not an intact safetensors file ({reason}). {advice}") from None
 
 
 def load_checkpoint(
@@ -97,8 +100,14 @@ def save_weights(path: str | os.PathLike, modules: dict[str, nn.Module], metadat
 
 
 def load_weights(path: str | os.PathLike, modules: dict[str, nn.Module]) -> None:
-    """Load :func:`save_weights` output into ``modules`` (strict)."""
-    tensors, _, _ = read_checkpoint(path)
+    """Load :func:`save_weights` output into ``modules`` (strict); weights of another shape are an :class:`InputError`."""
+    advice = "The model file is damaged or foreign: copy the run folder again or retrain."
+    tensors, _, _ = read_checkpoint(path, advice)
     for name, module in modules.items():
         prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        try:
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        except RuntimeError as error:
+            first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error).strip())
+            raise InputError(f"The weights in {path} do not fit this run's '{name}' network (e.g. trained on another "
+                             f"number of labels: {first[:200]}). {advice}") from None

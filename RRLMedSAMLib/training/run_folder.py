@@ -11,6 +11,12 @@ Layout::
     model.safetensors    final weights of every network
     model_card.json      data used, date, configuration hash, engine version, parameter counts
     shared_stages.json   which stages were copied from another run (``--share-stages-from``), if any
+    volume_calibration.json  the run's measured volume calibration, if any
+    run_state.json       running / interrupted / failed / finished (``training/run_state.py``)
+    .rrlmedsam.lock      the folder's lock (and ``.rrlmedsam.lock.owner`` while held)
+
+:func:`clear_run_layout` deletes exactly these files (and the engine's temporary files beside
+them) when a failed run is started afresh; anything else in the folder is left alone.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
 from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.io.file_hash import sha256_file
 
 
 @dataclass(frozen=True)
@@ -105,14 +113,69 @@ def read_config(run: RunFolder) -> dict[str, Any]:
 
 
 def require_trained_model(run: RunFolder) -> dict[str, Any]:
-    """Configuration of a run whose training finished (``model.safetensors`` present)."""
+    """Configuration of a run whose training finished (``model.safetensors`` present, matching its recorded sha256)."""
     config = read_config(run)
     if not run.model.exists():
         raise InputError(f"Training in {run.root} has not finished (no model.safetensors); resume it with 'rrlmedsam train --resume'.")
+    verify_model_checksum(run)
     return config
+
+
+def verify_model_checksum(run: RunFolder) -> None:
+    """Compare ``model.safetensors`` with the sha256 in ``model_card.json`` (runs whose card has none are not checked)."""
+    if not run.model_card.is_file():
+        return
+    try:
+        card = json.loads(run.model_card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"Cannot read {run.model_card}: {error}. Copy the run folder again or retrain.") from None
+    expected = card.get("model_sha256") if isinstance(card, dict) else None
+    if expected and sha256_file(run.model) != expected:
+        raise InputError(f"{run.model} does not match the sha256 recorded in {run.model_card.name}: the file is damaged "
+                         "or was replaced. Copy the run folder again or retrain.")
 
 
 def path_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """Absolute path and size of an input file (to check that a resume uses the same inputs)."""
     path = Path(path).resolve()
     return {"path": str(path), "bytes": path.stat().st_size}
+
+
+#: Files of the layout above, relative to the run folder (``clear_run_layout`` removes them).
+RUN_FILES = ("config.json", "labels.csv", "progress.jsonl", "model.safetensors", "model_card.json",
+             "shared_stages.json", "volume_calibration.json", "run_state.json")
+#: Sub-folders the engine alone writes, with the file suffixes it writes there.
+RUN_SUBFOLDERS = {"atlas": (".nii.gz",), "cache": (".safetensors", ".json"), "checkpoints": (".safetensors",)}
+
+
+def _engine_temporary(path: Path, names: tuple[str, ...]) -> bool:
+    """A leftover of :func:`RRLMedSAMLib.io.atomic.atomic_path` for one of ``names`` (``.<stem>.<random><suffix>``)."""
+    return path.name.startswith(".") and any(path.name.startswith(f".{n.split('.')[0]}.") for n in names)
+
+
+def clear_run_layout(run: RunFolder) -> None:
+    """Delete the files of the run layout (and the engine's temporary files); never anything else."""
+    for path in run.root.iterdir():
+        if path.is_file() and (path.name in RUN_FILES or _engine_temporary(path, RUN_FILES)):
+            path.unlink()
+    for name, suffixes in RUN_SUBFOLDERS.items():
+        folder = run.root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):
+            if path.is_file() and (path.name.endswith(suffixes) or path.name.endswith(".partial")):
+                path.unlink()
+            elif path.is_dir() and path.name.endswith(".partial"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def stored_run_state(run: RunFolder) -> str | None:
+    """The ``state`` recorded in ``run_state.json`` (``None``: no file, or unreadable)."""
+    try:
+        return json.loads((run.root / "run_state.json").read_text(encoding="utf-8")).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
-from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.errors import CancelledError, InputError
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
 from RRLMedSAMLib.io.atomic import write_json_atomic
+from RRLMedSAMLib.io.file_hash import sha256_file
+from RRLMedSAMLib.io.output_folder import claimed_folder
 from RRLMedSAMLib.io.label_table import build_label_table, write_label_table
-from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_scan, volume_stem, write_image
+from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem, write_image
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.training.autosam_stage import train_autosam
 from RRLMedSAMLib.training.checkpoint import save_weights
@@ -39,7 +41,10 @@ from RRLMedSAMLib.training.presets import Preset, get_preset
 from RRLMedSAMLib.training.registration_stage import make_registration_step
 from RRLMedSAMLib.training.rrl_settings import RRLSettings, get_rrl_settings
 from RRLMedSAMLib.training.rrl_stages import train_rrl
-from RRLMedSAMLib.training.run_folder import RunFolder, config_hash, path_fingerprint, read_config
+from RRLMedSAMLib.training.run_folder import (
+    RunFolder, clear_run_layout, config_hash, path_fingerprint, read_config, stored_run_state,
+)
+from RRLMedSAMLib.training.run_state import FAILED, FINISHED, INTERRUPTED, RUNNING, write_run_state
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
 from RRLMedSAMLib.training.stage_sharing import read_share_sources, reuse_shared_stages
 from RRLMedSAMLib.training.teacher_features import (
@@ -82,10 +87,18 @@ def _inputs_config(request: TrainRequest) -> dict:
 
 
 def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
-    """Check the run folder against the request; return the stored config when resuming."""
+    """Check the run folder against the request; return the stored config when resuming.
+
+    A plain ``train`` into a run whose state is ``failed`` starts afresh (see :func:`clear_run_layout`).
+    """
+    state = stored_run_state(run)
+    finished = state == FINISHED and run.model.exists()
     if request.resume:
         if not run.config.exists():
             raise InputError(f"Nothing to resume in {run.root}: it holds no training (no config.json). Drop --resume.")
+        if finished:
+            raise InputError(f"The training in {run.root} has finished; there is nothing to resume. "
+                             "Use it with 'rrlmedsam segment', or train into another --out folder.")
         config = read_config(run)
         if config["inputs"] != _inputs_config(request):
             raise InputError(f"--resume with different inputs than the training in {run.root}; pass the same atlas and images.")
@@ -93,38 +106,96 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
         if request.method is not None and request.method != stored:
             raise InputError(f"--resume with --method {request.method}, but the training in {run.root} uses {stored}.")
         return config
-    if run.config.exists():
+    if run.config.exists() and state != FAILED:
+        if finished:
+            raise InputError(f"{run.root} already holds a finished training; choose another --out folder.")
         raise InputError(f"{run.root} already holds a training; pass --resume to continue it or choose an empty --out folder.")
     return None
 
 
 def train(request: TrainRequest, progress: ProgressReporter | None = None) -> RunFolder:
-    """Run (or resume) a training; returns the run folder."""
+    """Run (or resume) a training under the run folder's lock; returns the run folder.
+
+    Inputs are validated before anything is written: a refused request leaves no file behind.
+    Once the run folder is set up, ``run_state.json`` follows the run (running, interrupted,
+    failed, finished).
+    """
     run = RunFolder(Path(request.out))
     check_scan_paths(request.images)
-    stored = _start_or_resume(request, run) if run.root.exists() else None
-    if request.resume and stored is None:
+    if request.resume and not run.root.is_dir():
         raise InputError(f"Nothing to resume: {run.root} does not exist.")
+    with claimed_folder(run.root, "train", "Run folder") as claim:
+        stored = _start_or_resume(request, run)
+        prepared = _validated_request(request, run, stored)
+        claim.keep = True
+        if stored is None:
+            clear_run_layout(run)
+        write_run_state(run.root, RUNNING, "training resumed" if stored is not None else "training started")
+        try:
+            _train_locked(request, run, stored, prepared, progress)
+        except (KeyboardInterrupt, CancelledError):
+            write_run_state(run.root, INTERRUPTED, f"training interrupted; continue it with 'rrlmedsam train --resume "
+                                                   f"--out {run.root}' and the same inputs")
+            raise
+        except BaseException as error:
+            write_run_state(run.root, FAILED, f"{type(error).__name__}: {error}" if not isinstance(error, InputError)
+                            else str(error))
+            raise
+        write_run_state(run.root, FINISHED, f"model written to {run.model}")
+    return run
+
+
+@dataclass
+class _Validated:
+    """What :func:`_validated_request` read and resolved before the run folder is touched."""
+
+    atlas: object
+    scans: list
+    names: list[str]
+    method: Method | None = None
+    preset: Preset | None = None
+    settings: RRLSettings | None = None
+    teacher: dict | None = None
+    share_sources: list = field(default_factory=list)
+    device: torch.device | None = None
+    label_table: list | None = None
+
+
+def _validated_request(request: TrainRequest, run: RunFolder, stored: dict | None) -> _Validated:
+    """Read and check every input and setting (raises :class:`InputError`); writes nothing."""
     atlas = read_atlas(request.atlas_image, request.atlas_label)
     scans = [read_scan(p, "Image") for p in request.images]
-    names = [volume_stem(p) for p in request.images]
+    checked = _Validated(atlas, scans, [volume_stem(p) for p in request.images])
     if stored is None:
-        method = get_method(request.method or DEFAULT_METHOD)
-        preset = get_preset(request.preset, **request.overrides)
-        settings = get_rrl_settings(preset.name, **_absolute_paths(request.rrl | {"teacher": request.rrl.get("teacher") or request.teacher}))
-        teacher = resolve_teacher(settings, method)
-        if method.needs_teacher and teacher["name"] == "none":
+        checked.method = get_method(request.method or DEFAULT_METHOD)
+        checked.preset = get_preset(request.preset, **request.overrides)
+        checked.settings = get_rrl_settings(checked.preset.name, **_absolute_paths(
+            request.rrl | {"teacher": request.rrl.get("teacher") or request.teacher}))
+        checked.teacher = resolve_teacher(checked.settings, checked.method)
+        if checked.method.needs_teacher and checked.teacher["name"] == "none":
             raise InputError(
-                f"--method {method.name} needs the SAM encoder, but {teacher['reason']}. Pass --teacher vit_b with the "
-                "weights in the weights folder (or --sam-checkpoint FILE), or --teacher random-vit_b for a benchmark."
+                f"--method {checked.method.name} needs the SAM encoder, but {checked.teacher['reason']}. Pass --teacher "
+                "vit_b with the weights in the weights folder (or --sam-checkpoint FILE), or --teacher random-vit_b for a benchmark."
             )
-    share_sources = read_share_sources(request.share_stages_from) if stored is None else []
-    device = resolve_device(request.device)
-    ensure_writable_folder(run.root)
-    progress = progress or ProgressReporter(run.progress)
+        checked.share_sources = read_share_sources(request.share_stages_from)
+        checked.label_table = build_label_table(atlas.label, request.atlas_label, request.labels_table)
+        grid = make_working_grid(atlas.label, checked.preset.grid_size, divisor=checked.preset.grid_divisor)
+    else:
+        grid = run_working_grid(stored, atlas.label)
+    for path, image, what in [(request.atlas_image, atlas.image, "Atlas image"),
+                              *[(p, scan, "Image") for p, scan in zip(request.images, scans)]]:
+        check_registrable(image, path, what, grid.spacing_mm)
+    checked.device = resolve_device(request.device)
+    return checked
 
+
+def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, checked: _Validated,
+                  progress: ProgressReporter | None) -> None:
+    """Set the run folder up (new runs), prepare the data and run the method's stages, then finalise."""
+    atlas, scans, names, device = checked.atlas, checked.scans, checked.names, checked.device
+    progress = progress or ProgressReporter(run.progress)
     if stored is None:
-        label_table = build_label_table(atlas.label, request.atlas_label, request.labels_table)
+        method, preset, settings, teacher = checked.method, checked.preset, checked.settings, checked.teacher
         config = {
             "format_version": MODEL_FORMAT_VERSION,
             "engine_version": __version__,
@@ -141,9 +212,9 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         }
         write_image(atlas.image, run.atlas_image)
         write_image(atlas.label, run.atlas_label)
-        write_label_table(label_table, run.labels)
+        write_label_table(checked.label_table, run.labels)
         write_json_atomic(run.config, config)
-        shared = reuse_shared_stages(share_sources, run, config) if share_sources else None
+        shared = reuse_shared_stages(checked.share_sources, run, config) if checked.share_sources else None
         if shared:
             print(f"Reusing {', '.join(shared['stages'])} of {shared['source']} ({shared['source_method']}).", flush=True)
     else:
@@ -163,11 +234,11 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher)
     networks = TRAINERS[method.family](context)
     save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
-    write_json_atomic(run.model_card, _model_card(config, networks, device, run) | {
+    card = _model_card(config, networks, device, run) | {"model_sha256": sha256_file(run.model)}
+    write_json_atomic(run.model_card, card | {
         "volume_calibration": _calibrate_volumes(run, device, progress) if request.volume_calibration
         else {"applied": False, "reason": "switched off (--no-volume-calibration)"}})
     progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
-    return run
 
 
 def run_settings(config: dict) -> tuple[Method, Preset, RRLSettings, dict]:
