@@ -1,11 +1,14 @@
 """Qt-free logic: scene -> engine inputs, engine command lines, engine outputs -> scene.
 
-A run folder holds everything of one atlas::
+A run folder (one per training, see :mod:`RunsLogic`) holds::
 
     <run folder>/model/                 the engine's run folder (train --out, segment --model)
     <run folder>/labels_terminology.json terminology of the atlas segments (kept for later results)
-    <run folder>/inputs/                 atlas and scans exported for training (temporary)
+    <run folder>/inputs/                 atlas and scans exported for training (kept until training finished)
     <run folder>/results/<job>/          scans exported for segmentation and the engine's outputs (temporary)
+
+Every node this module creates carries the :data:`SceneConversion.ROLE_ATTRIBUTE` attribute, so the
+input selectors can leave results out (:meth:`RRLMedSAMLogic.result_node_ids`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ ENGINE_PRESETS = ("tiny", *PRESETS)
 EXTRAS_FOLDER_SUFFIX = "RRL-MedSAM"
 #: The engine's ``--label-smoothing-mm`` value that chooses each structure's sigma from the atlas.
 AUTO_SMOOTHING = "auto"
+#: Node attribute of a field overlay volume: ``magnitude`` or ``jacobian``.
+OVERLAY_KIND_ATTRIBUTE = "RRLMedSAM.OverlayKind"
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,13 @@ class RRLMedSAMLogic:
         device: str = "auto",
         resume: bool = False,
         seed: int | None = None,
+        sam_checkpoint: Path | None = None,
     ) -> list[str]:
-        """Export the atlas and scans into ``run_folder/inputs`` and return the ``train`` command."""
+        """Export the atlas and scans into ``run_folder/inputs`` and return the ``train`` command.
+
+        ``sam_checkpoint``: a custom SAM checkpoint (e.g. MedSAM) the user accepted without a
+        verifiable checksum; passed as ``--sam-checkpoint PATH --allow-custom-weights``.
+        """
         if atlas_volume is None or atlas_segmentation is None:
             raise sc.SceneConversionError("Choose the atlas volume and its segmentation first.")
         scans = self._check_scans(scans)
@@ -106,6 +116,8 @@ class RRLMedSAMLogic:
             command.append("--resume")
         if seed is not None:
             command += ["--seed", str(int(seed))]
+        if sam_checkpoint is not None:
+            command += ["--sam-checkpoint", str(sam_checkpoint), "--allow-custom-weights"]
         return command
 
     # ------------------------------------------------------------ segmentation
@@ -160,17 +172,29 @@ class RRLMedSAMLogic:
         atlas_volume: slicer.vtkMRMLScalarVolumeNode | None = None,
         field_display: str = "grid",
         field_overlay: str = "none",
+        finished_only: bool = False,
     ) -> list[ScanResult]:
-        """Create the result nodes of every scan of ``job`` (earlier results of the same scan are replaced)."""
+        """Create the result nodes of every scan of ``job`` (earlier results of the same scan are replaced).
+
+        ``finished_only``: load only the scans the engine finished (a cancelled segmentation keeps them).
+        """
         terminology_file = Path(run_folder) / "labels_terminology.json"
         terminology = {int(k): v for k, v in json.loads(terminology_file.read_text()).items()} if terminology_file.exists() else {}
         results = []
         for stem, scan_id in job.scans.items():
+            if finished_only and not self.scan_finished(job, stem):
+                continue
             scan = self.scene.GetNodeByID(scan_id)
             if scan is None:
                 raise sc.SceneConversionError(f"The scan of {stem} was removed from the scene before its results arrived.")
             results.append(self._load_scan(job.out_dir / stem, scan, terminology, atlas_volume, field_display, field_overlay))
         return results
+
+    @staticmethod
+    def scan_finished(job: SegmentationJob, stem: str) -> bool:
+        """Whether the engine wrote the segmentation and label table of scan ``stem``."""
+        folder = job.out_dir / stem
+        return (folder / "segmentation.nii.gz").is_file() and (folder / "labels.csv").is_file()
 
     def _load_scan(self, folder: Path, scan, terminology, atlas_volume, field_display: str, field_overlay: str) -> ScanResult:
         missing = [name for name in ("segmentation.nii.gz", "labels.csv") if not (folder / name).exists()]
@@ -213,8 +237,40 @@ class RRLMedSAMLogic:
         title = "displacement magnitude (mm)" if kind == "magnitude" else "Jacobian determinant"
         overlay = fc.field_overlay_volume(deformation, kind, f"{scan.GetName()} {title}")
         sc.mark_result(overlay, sc.ROLE_FIELD_OVERLAY, scan)
+        overlay.SetAttribute(OVERLAY_KIND_ATTRIBUTE, kind)
         sc.place_beside(overlay, scan, f"{scan.GetName()} {EXTRAS_FOLDER_SUFFIX}")
         return overlay
+
+    def update_field_overlays(self, kind: str) -> list[slicer.vtkMRMLScalarVolumeNode]:
+        """Give every deformation already in the scene the overlay ``kind`` (``none`` removes them).
+
+        An overlay of the right kind is kept as it is, so calling this on every parameter change
+        costs nothing; returns the overlay volumes now in the scene.
+        """
+        if kind not in fc.FIELD_OVERLAYS:
+            raise ValueError(f"Field overlay must be one of {', '.join(fc.FIELD_OVERLAYS)}, not {kind!r}.")
+        overlays = []
+        for deformation in sc.find_results(self.scene, sc.ROLE_DEFORMATION):
+            scan = self.scene.GetNodeByID(deformation.GetAttribute(sc.SCAN_ATTRIBUTE) or "")
+            if scan is None:
+                continue
+            existing = sc.find_results(self.scene, sc.ROLE_FIELD_OVERLAY, scan)
+            if kind == "none":
+                sc.remove_results(self.scene, scan, sc.ROLE_FIELD_OVERLAY)
+            elif len(existing) == 1 and existing[0].GetAttribute(OVERLAY_KIND_ATTRIBUTE) == kind:
+                overlays.append(existing[0])
+            else:
+                overlays.append(self.add_field_overlay(deformation, scan, kind))
+        return overlays
+
+    def result_node_ids(self) -> list[str]:
+        """IDs of every node this module created (hidden from the input selectors)."""
+        ids = []
+        for index in range(self.scene.GetNumberOfNodes()):
+            node = self.scene.GetNthNode(index)
+            if node.GetAttribute(sc.ROLE_ATTRIBUTE):
+                ids.append(node.GetID())
+        return ids
 
     def apply_display_options(self, field_display: str, show_prompt_masks: bool) -> None:
         """Apply the field display mode and prompt-mask visibility to every result in the scene."""
@@ -231,9 +287,14 @@ class RRLMedSAMLogic:
             atlas_volume.SetAndObserveTransformNodeID(deformation.GetID() if deformation is not None else None)
 
     @staticmethod
-    def remove_temporary_files(run_folder: Path, job: SegmentationJob | None = None) -> None:
-        """Delete exported inputs and raw engine outputs (the trained model stays)."""
-        shutil.rmtree(Path(run_folder) / "inputs", ignore_errors=True)
+    def remove_temporary_files(run_folder: Path, job: SegmentationJob | None = None, training_inputs: bool = True) -> None:
+        """Delete raw engine outputs of ``job`` and, with ``training_inputs``, the exported training inputs.
+
+        The training inputs must stay while the training can still be resumed (the engine checks
+        that a resume gets the same files); the trained model always stays.
+        """
+        if training_inputs:
+            shutil.rmtree(Path(run_folder) / "inputs", ignore_errors=True)
         if job is not None:
             shutil.rmtree(job.out_dir.parent, ignore_errors=True)
 

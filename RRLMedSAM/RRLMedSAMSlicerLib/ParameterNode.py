@@ -3,10 +3,11 @@
 Every field below has a widget with the same ``SlicerParameterName`` in ``Resources/UI/RRLMedSAM.ui``
 (a test checks both directions). The unlabelled scans are a list, which the wrapper's GUI
 connectors cannot bind; they are kept as node references (:data:`SCAN_REFERENCE_ROLE`) of the
-same parameter node, so they are saved with the scene too.
+same parameter node, so they are saved with the scene too. The runs folder and a custom SAM
+checkpoint are settings of the computer, not of the scene: they live in Slicer's settings
+(``RunsLogic.RUNS_ROOT_SETTING``, ``CustomWeightsLogic.CUSTOM_CHECKPOINT_SETTING``).
 """
 
-from pathlib import Path
 from typing import Annotated
 
 import slicer
@@ -18,7 +19,6 @@ from RRLMedSAMSlicerLib.Logic import PRESETS
 from RRLMedSAMSlicerLib.ProcessRunner import DEVICES
 
 SCAN_REFERENCE_ROLE = "RRLMedSAM.scan"
-DEFAULT_RUN_FOLDER = Path.home() / "RRLMedSAM" / "run"
 
 
 @parameterNodeWrapper
@@ -29,8 +29,6 @@ class RRLMedSAMParameterNode:
     atlasSegmentation: slicer.vtkMRMLSegmentationNode
     preset: Annotated[str, Choice(list(PRESETS))] = "standard"
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    resumeTraining: bool = False
-    runFolder: Path = DEFAULT_RUN_FOLDER
     keepTemporaryFiles: bool = False
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     labelSmoothingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0

@@ -1,4 +1,7 @@
-"""The module's panel: inputs, Train/Segment (Cancel while running), progress, log, results display."""
+"""The module's panel: wiring only. Decisions live in Qt-free logic classes tested on ``slicer-core``:
+:mod:`PanelLogic` (enabled states, progress, status lines), :mod:`RunsLogic` (run folders),
+:mod:`Logic` (scene <-> engine); the SAM weights controls are wired by :mod:`WeightsWidget`.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,16 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
+from RRLMedSAMSlicerLib import PanelLogic as pl
+from RRLMedSAMSlicerLib import RunsLogic as rl
 from RRLMedSAMSlicerLib import SceneConversion as sc
 from RRLMedSAMSlicerLib import WeightsLogic as wl
-from RRLMedSAMSlicerLib.InstallLogic import MODULE_DIR, InstallError, InstallLogic, extension_resource
+from RRLMedSAMSlicerLib.InstallLogic import InstallError, InstallLogic, extension_resource
 from RRLMedSAMSlicerLib.Logic import AUTO_SMOOTHING, RRLMedSAMLogic, ScanResult, SegmentationJob
 from RRLMedSAMSlicerLib.ParameterNode import RRLMedSAMParameterLogic, RRLMedSAMParameterNode, scan_nodes, set_scan_nodes
 from RRLMedSAMSlicerLib.ProcessRunner import EngineProcess, ProgressEvent, RunOutcome, default_starter
 from RRLMedSAMSlicerLib.RunState import RunStateMachine, State
+from RRLMedSAMSlicerLib.WeightsWidget import WeightsSection
 
 try:
     from slicer.i18n import tr as _
@@ -39,14 +45,15 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         self.parameterLogic = RRLMedSAMParameterLogic()
         self._parameterNode: RRLMedSAMParameterNode | None = None
         self._parameterNodeGuiTag = None
-        self.machine = RunStateMachine(self._onStateChanged)
+        self.machine = RunStateMachine(lambda old, new: self._updateControls())
         self.process: EngineProcess | None = None
         self.job: SegmentationJob | None = None
         self.results: list[ScanResult] = []
+        self.runs: list[rl.RunInfo] = []
+        self.selectedRun: rl.RunInfo | None = None
+        self.activeRun: rl.RunInfo | None = None
         self.enginePresetOverride: str | None = None  # the self-test trains with the engine's "tiny" preset
-        self._startTime = 0.0
-        self._runKind = ""
-        self._entered = False
+        self._startTime, self._runKind, self._resuming, self._entered = 0.0, "", False, False
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.timeout.connect(self._onTimer)
@@ -54,25 +61,32 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         self.ui.atlasPreviewSelector.addAttribute("vtkMRMLGridTransformNode", sc.ROLE_ATTRIBUTE, sc.ROLE_DEFORMATION)
         self.ui.trainButton.clicked.connect(self.onTrainButton)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
+        self.ui.resumeRunButton.clicked.connect(self.onResumeRunButton)
+        self.ui.deleteRunButton.clicked.connect(self.onDeleteRunButton)
+        self.ui.refreshRunsButton.clicked.connect(self.refreshRuns)
+        self.ui.openRunFolderButton.clicked.connect(
+            lambda: self._openFolder(self.selectedRun.folder if self.selectedRun else self.runsRoot()))
+        self.ui.runsTableWidget.itemSelectionChanged.connect(self._onRunSelected)
+        self.ui.runsRootPathLineEdit.currentPath = str(self.runsRoot())
+        self.ui.runsRootPathLineEdit.currentPathChanged.connect(self._onRunsRootChanged)
         self.ui.loadSampleButton.clicked.connect(self.onLoadSample)
         self.ui.installButton.clicked.connect(self.onInstallButton)
-        self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
-        self.ui.openWeightsFolderButton.clicked.connect(self.onOpenWeightsFolder)
-        self.ui.openRunFolderButton.clicked.connect(lambda: self._openFolder(self._parameterNode.runFolder))
+        self.weights = WeightsSection(self.ui, self.uiWidget, self._status, self._openFolder)
         self.ui.scansSelector.checkedNodesChanged.connect(self._onScansChecked)
-        self.ui.weightsFolderPathLineEdit.currentPath = str(self.weightsDir())
-        self.ui.weightsFolderPathLineEdit.currentPathChanged.connect(self._onWeightsFolderChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.EndImportEvent):
+            self.addObserver(slicer.mrmlScene, event, lambda caller, ev: qt.QTimer.singleShot(0, self.updateSelectorFilters))
         self.initializeParameterNode()
-        self._updateWeightsStatus()
-        self._onStateChanged(State.IDLE, State.IDLE)
+        self.refreshRuns()
 
     # ------------------------------------------------------------ module life cycle
 
     def enter(self) -> None:
         self._entered = True
         self.initializeParameterNode()
+        if not self.machine.busy:
+            self.refreshRuns()
 
     def exit(self) -> None:
         self._entered = False
@@ -124,35 +138,69 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         if node is None:
             return
         self.logic.apply_display_options(node.fieldDisplay, node.showPromptMasks)
+        if not self.machine.busy:
+            self.logic.update_field_overlays(node.fieldOverlay)  # results already in the scene follow the choice
         self.logic.preview_atlas(node.atlasVolume, node.atlasPreview)
-        self._updateButtons()
+        self._updateControls()
 
     def _onScansChecked(self) -> None:
         if self._parameterNode is not None:
             set_scan_nodes(self._parameterNode, list(self.ui.scansSelector.checkedNodes()))
 
-    # ------------------------------------------------------------ state and buttons
+    def updateSelectorFilters(self) -> None:
+        """Result nodes (tagged with their role) are not offered as atlas or scans."""
+        hidden = self.logic.result_node_ids()
+        for selector in (self.ui.atlasVolumeSelector, self.ui.atlasSegmentationSelector, self.ui.scansSelector):
+            selector.sortFilterProxyModel().hiddenNodeIDs = hidden
 
-    def _onStateChanged(self, old: State, new: State) -> None:
-        self._updateButtons()
-        if new in (State.IDLE, State.DONE, State.FAILED):
-            self.timer.stop()
+    # ------------------------------------------------------------ state, controls, runs list
 
-    def _updateButtons(self) -> None:
-        state, node = self.machine.state, self._parameterNode
-        busy = self.machine.busy
-        ready = node is not None and bool(scan_nodes(node))
-        self.ui.trainButton.text = _("Cancel") if state == State.TRAINING else _("Train")
-        self.ui.segmentButton.text = _("Cancel") if state == State.SEGMENTING else _("Segment")
-        self.ui.trainButton.enabled = state == State.TRAINING or (
-            not busy and ready and node.atlasVolume is not None and node.atlasSegmentation is not None)
-        self.ui.segmentButton.enabled = state == State.SEGMENTING or (not busy and ready)
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.installButton, self.ui.runFolderButton, self.ui.presetComboBox,
-                       self.ui.deviceComboBox, self.ui.resumeTrainingCheckBox, self.ui.seedSpinBox):
-            widget.enabled = not busy
-        self.ui.labelSmoothingSpinBox.enabled = node is not None and not node.labelSmoothingAuto
-        if state == State.CANCELLING:
-            self.ui.trainButton.enabled = self.ui.segmentButton.enabled = False
+    def _updateControls(self) -> None:
+        node = self._parameterNode
+        view = pl.controls(pl.PanelInputs(
+            state=self.machine.state, has_atlas=node is not None and node.atlasVolume is not None and node.atlasSegmentation is not None,
+            has_scans=node is not None and bool(scan_nodes(node)), selected_run=self.selectedRun,
+            label_smoothing_auto=node is None or node.labelSmoothingAuto, resuming=self._resuming,
+        ))
+        self.ui.trainButton.text, self.ui.trainButton.enabled = view.train_text, view.train_enabled
+        self.ui.segmentButton.text, self.ui.segmentButton.enabled = view.segment_text, view.segment_enabled
+        self.ui.resumeRunButton.text, self.ui.resumeRunButton.enabled = view.resume_text, view.resume_enabled
+        self.ui.deleteRunButton.enabled = view.delete_enabled
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.installButton, self.ui.presetComboBox, self.ui.deviceComboBox,
+                       self.ui.seedSpinBox, self.ui.runsRootPathLineEdit, self.ui.runsTableWidget):
+            widget.enabled = view.settings_enabled
+        self.ui.labelSmoothingSpinBox.enabled = view.label_smoothing_enabled
+
+    def runsRoot(self) -> Path:
+        return rl.resolve_runs_root(qt.QSettings().value(rl.RUNS_ROOT_SETTING, ""))
+
+    def _onRunsRootChanged(self, path: str) -> None:
+        qt.QSettings().setValue(rl.RUNS_ROOT_SETTING, path)
+        self.refreshRuns()
+
+    def refreshRuns(self, select: Path | None = None) -> None:
+        """Read the runs from disk and show them; keeps (or sets) the selection."""
+        self.runs = rl.scan_runs(self.runsRoot())
+        chosen = rl.default_selection(self.runs, select or (self.selectedRun.folder if self.selectedRun else None))
+        table = self.ui.runsTableWidget
+        table.blockSignals(True)
+        table.setRowCount(len(self.runs))
+        for row, run in enumerate(self.runs):
+            for column, text in enumerate((run.name, pl.status_cell(run), run.message)):
+                item = qt.QTableWidgetItem(text)
+                item.setToolTip(pl.run_tooltip(run))
+                table.setItem(row, column, item)
+        table.resizeColumnsToContents()
+        if chosen is not None:
+            table.selectRow(self.runs.index(chosen))
+        table.blockSignals(False)
+        self.selectedRun = chosen
+        self._updateControls()
+
+    def _onRunSelected(self) -> None:
+        rows = {index.row() for index in self.ui.runsTableWidget.selectedIndexes()}
+        self.selectedRun = self.runs[min(rows)] if rows and min(rows) < len(self.runs) else None
+        self._updateControls()
 
     def _status(self, text: str) -> None:
         self.ui.statusLabel.text = text
@@ -197,12 +245,30 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start training."), waitCursor=True):
             if not self.ensureEngine():
                 return
-            command = self.logic.train_command(
-                node.runFolder, node.atlasVolume, node.atlasSegmentation, scan_nodes(node),
-                preset=self.enginePresetOverride or node.preset, device=node.device,
-                resume=node.resumeTraining, seed=node.seed,
-            )
-            self._start(command, State.TRAINING)
+            folder = rl.create_run(self.runsRoot(), node.atlasVolume.GetName() if node.atlasVolume else "atlas")
+            try:
+                command = self.logic.train_command(
+                    folder, node.atlasVolume, node.atlasSegmentation, scan_nodes(node),
+                    preset=self.enginePresetOverride or node.preset, device=node.device, seed=node.seed,
+                    sam_checkpoint=self.customCheckpoint(),
+                )
+            except Exception:
+                rl.delete_run(self.runsRoot(), rl.read_run(folder))  # nothing was started in it
+                raise
+            rl.record_train_args(folder, command)
+            self.refreshRuns(select=folder)
+            self._start(command, State.TRAINING, self.selectedRun, resuming=False)
+
+    def onResumeRunButton(self) -> None:
+        if self.machine.state == State.TRAINING:
+            self.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not continue the run."), waitCursor=True):
+            if self.selectedRun is None or not self.ensureEngine():
+                return
+            run = rl.read_run(self.selectedRun.folder) or self.selectedRun  # its state may have changed
+            command = [*self.logic.command(), *rl.continue_args(run)]
+            self._start(command, State.TRAINING, run, resuming=True)
 
     def onSegmentButton(self) -> None:
         if self.machine.state == State.SEGMENTING:
@@ -210,34 +276,45 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             return
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start segmentation."), waitCursor=True):
+            run = rl.require_usable(self.selectedRun)
             if not self.ensureEngine():
                 return
             command, self.job = self.logic.segment_command(
-                node.runFolder, scan_nodes(node), device=node.device,
+                run.folder, scan_nodes(node), device=node.device,
                 label_smoothing_mm=AUTO_SMOOTHING if node.labelSmoothingAuto else node.labelSmoothingMm,
                 registration_ensemble=node.registrationEnsemble, volume_calibration=node.volumeCalibration,
             )
-            self._start(command, State.SEGMENTING)
+            self._start(command, State.SEGMENTING, run)
+
+    def onDeleteRunButton(self) -> None:
+        run = self.selectedRun
+        if run is None or not slicer.util.confirmOkCancelDisplay(pl.delete_question(run), windowTitle="RRL-MedSAM"):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not delete the run."), waitCursor=True):
+            rl.delete_run(self.runsRoot(), run)
+            self._status(_("Deleted the run {name}.").format(name=run.name))
+        self.selectedRun = None
+        self.refreshRuns()
 
     def cancel(self) -> None:
         if self.process is None or not self.process.running:
             return
         self.machine.go(State.CANCELLING)
-        self._status(_("Cancelling: the engine saves its last checkpoint and stops..."))
+        self._status(pl.cancelling_status(self.process.cancel_grace_s))
         self.process.cancel()
 
-    def _start(self, command: list[str], state: State) -> None:
+    def _start(self, command: list[str], state: State, run: rl.RunInfo | None, resuming: bool = False) -> None:
         self.ui.progressBar.value = 0
         self.ui.progressBar.format = ""
         self.ui.detailsLabel.text = ""
         self._log("$ " + " ".join(command))
-        env = {wl.WEIGHTS_ENV_VAR: str(self.weightsDir())}
-        self.process = EngineProcess(command, self._onEvent, self._log, self._onFinished, env=env, starter=default_starter())
+        self.process = EngineProcess(command, self._onEvent, self._log, self._onFinished,
+                                     env={wl.WEIGHTS_ENV_VAR: str(self.weightsDir())}, starter=default_starter())
         self.process.start()
-        self._startTime = time.monotonic()
-        self._runKind = "training" if state == State.TRAINING else "segmentation"
+        self._startTime, self._resuming, self.activeRun = time.monotonic(), resuming, run
+        self._runKind = pl.TRAINING if state == State.TRAINING else pl.SEGMENTATION
         self.machine.go(state)
-        self._status(_("Training...") if state == State.TRAINING else _("Segmenting..."))
+        self._status(pl.starting_status(self._runKind, run, resuming))
         self.timer.start()
 
     def _onTimer(self) -> None:
@@ -245,55 +322,44 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             self.process.poll()
 
     def _onEvent(self, event: ProgressEvent) -> None:
-        if event.event == "stage_start":
-            self._log(_("Stage {stage}: {message}").format(stage=event.stage, message=event.message or ""))
-        if event.event in ("progress", "stage_start", "stage_end"):
-            self.ui.progressBar.value = int(round(event.fraction * 1000))
-            eta = _(", about {time} left").format(time=_duration(event.eta_s)) if event.eta_s is not None else ""
-            self.ui.progressBar.format = f"{event.stage} {event.step}/{event.total}{eta}"
-            parts = [event.message] if event.event == "progress" and event.message else []
-            parts += [f"{name} {value:.4g}" for name, value in event.losses.items()]
-            if event.dice is not None:
-                parts.append(_("Dice on pseudo labels {dice:.3f}").format(dice=event.dice))
-            parts.append(_("elapsed {time}").format(time=_duration(time.monotonic() - self._startTime)))
-            self.ui.detailsLabel.text = " · ".join(parts)
-        elif event.event == "error":
-            self._log(_("Engine error: {message}").format(message=event.message))
+        view = pl.progress_view(event, time.monotonic() - self._startTime)
+        if view.log_line:
+            self._log(view.log_line)
+        if view.bar_value is not None:
+            self.ui.progressBar.value, self.ui.progressBar.format = view.bar_value, view.bar_format
+            self.ui.detailsLabel.text = view.details
 
     def _onFinished(self, outcome: RunOutcome) -> None:
-        kind, job = self._runKind, self.job if self._runKind == "segmentation" else None
-        node, elapsed = self._parameterNode, _duration(time.monotonic() - self._startTime)
-        if outcome.cancelled:
-            self.machine.go(State.IDLE)
-            if kind == "training" and node is not None:
-                node.resumeTraining = True
-                self._status(_("Training stopped after {time}. Press Train to resume it.").format(time=elapsed))
-            else:
-                self._status(_("Segmentation cancelled."))
-        elif not outcome.succeeded:
-            self.machine.go(State.FAILED)
-            self._status(_("The {kind} failed: {message}").format(kind=kind, message=outcome.error_message))
-            slicer.util.errorDisplay(outcome.error_message or _("The engine failed."), windowTitle="RRL-MedSAM")
-        elif kind == "training":
-            node.resumeTraining = False
-            self.machine.go(State.DONE)
-            self._status(_("Training finished in {time}. Press Segment.").format(time=elapsed))
+        self.timer.stop()
+        node, run, job = self._parameterNode, self.activeRun, self.job
+        elapsed = time.monotonic() - self._startTime
+        view = pl.finished_view(self._runKind, outcome, elapsed, keep_temporary_files=node is not None and node.keepTemporaryFiles)
+        if view.load_results and job is not None and node is not None:
+            self._loadResults(job, run, view, elapsed)
         else:
-            self._loadResults(elapsed)
-        if node is not None and not node.keepTemporaryFiles:
-            self.logic.remove_temporary_files(node.runFolder, job)
-        self.job = None
+            self.machine.go(view.next_state)
+            self._status(view.status)
+            if view.error_dialog:
+                slicer.util.errorDisplay(view.error_dialog, windowTitle="RRL-MedSAM")
+        if run is not None and view.remove_training_inputs:
+            self.logic.remove_temporary_files(run.folder, training_inputs=True)
+        if job is not None and run is not None and node is not None and not node.keepTemporaryFiles:
+            self.logic.remove_temporary_files(run.folder, job, training_inputs=False)
+        self.job, self._resuming = None, False
+        self.refreshRuns(select=run.folder if run is not None else None)
 
-    def _loadResults(self, elapsed: str) -> None:
+    def _loadResults(self, job: SegmentationJob, run: rl.RunInfo, view: pl.FinishedView, elapsed: float) -> None:
         node = self._parameterNode
         try:
-            self.results = self.logic.load_results(self.job, node.runFolder, node.atlasVolume, node.fieldDisplay, node.fieldOverlay)
+            self.results = self.logic.load_results(job, run.folder, node.atlasVolume, node.fieldDisplay, node.fieldOverlay,
+                                                   finished_only=view.load_finished_scans_only)
         except sc.SceneConversionError as error:
             self.machine.go(State.FAILED)
             self._status(str(error))
             slicer.util.errorDisplay(str(error))
             return
         self.logic.apply_display_options(node.fieldDisplay, node.showPromptMasks)
+        self.updateSelectorFilters()
         for result in self.results:
             folding = result.qc.get("folding_fraction")
             note = _(", folding {percent:.2f} %").format(percent=100 * folding) if isinstance(folding, (int, float)) else ""
@@ -301,8 +367,8 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         if self.results:
             first = self.results[0]
             slicer.util.setSliceViewerLayers(background=first.scan, foreground=first.overlay, foregroundOpacity=0.4, fit=True)
-        self.machine.go(State.DONE)
-        self._status(_("Segmented {count} scan(s) in {time}.").format(count=len(self.results), time=elapsed))
+        self.machine.go(view.next_state)
+        self._status(pl.results_status(len(self.results), elapsed, cancelled=view.load_finished_scans_only))
 
     # ------------------------------------------------------------ sample data and weights
 
@@ -321,66 +387,12 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             self._bindParameterNode(node)
 
     def weightsDir(self) -> Path:
-        return wl.resolve_weights_dir(qt.QSettings().value(wl.WEIGHTS_SETTING, ""))
+        return self.weights.weightsDir()
 
-    def _onWeightsFolderChanged(self, path: str) -> None:
-        try:
-            wl.check_outside(Path(path), [MODULE_DIR])
-        except wl.WeightsError as error:
-            slicer.util.errorDisplay(str(error))
-            self.ui.weightsFolderPathLineEdit.currentPath = str(self.weightsDir())
-            return
-        qt.QSettings().setValue(wl.WEIGHTS_SETTING, path)
-        self._updateWeightsStatus()
-
-    def _manifest(self) -> list[wl.CheckpointEntry]:
-        return wl.load_manifest(extension_resource("models/sam_checkpoints.json"))
-
-    def _updateWeightsStatus(self) -> None:
-        try:
-            status = wl.checkpoint_status(self._manifest(), self.weightsDir())
-        except Exception as error:  # a broken manifest must not break the panel
-            self.ui.weightsStatusLabel.text = str(error)
-            return
-        self.ui.weightsStatusLabel.text = ", ".join(f"{name}: {_(state)}" for name, state in status.items())
-
-    def onImportWeights(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.uiWidget, _("Import SAM checkpoint"), "", _("Checkpoints (*.pth *.pt);;All files (*)"))
-        if not path:
-            return
-        dialog = slicer.util.createProgressDialog(labelText=_("Verifying the checksum..."), maximum=100)
-
-        def progress(fraction: float) -> bool:
-            dialog.value = int(fraction * 100)
-            slicer.app.processEvents()
-            return not dialog.wasCanceled
-
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Could not import the checkpoint.")):
-                entry, target = wl.import_checkpoint(path, self._manifest(), self.weightsDir(), [MODULE_DIR], progress)
-                self._status(_("Imported {name} into {path}.").format(name=entry.name, path=target))
-        finally:
-            dialog.close()
-            self._updateWeightsStatus()
-
-    def onOpenWeightsFolder(self) -> None:
-        folder = self.weightsDir()
-        folder.mkdir(parents=True, exist_ok=True)
-        self._openFolder(folder)
+    def customCheckpoint(self) -> Path | None:
+        return self.weights.customCheckpoint()
 
     @staticmethod
     def _openFolder(folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
-
-
-def _duration(seconds: float | None) -> str:
-    """``45 s``, ``3 min``, ``1 h 05 min``."""
-    if seconds is None:
-        return "?"
-    seconds = max(float(seconds), 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
