@@ -42,6 +42,41 @@ def check_stored_data(path: str | os.PathLike, what: str) -> None:
     stored_length = _gzip_length(path, what) if name.endswith(".gz") else None
     if name.endswith((".nii", ".nii.gz")):
         _check_nifti(path, what, stored_length)
+    elif name.endswith((".mha", ".mhd", ".nrrd", ".nhdr")):
+        _check_header_spacing(path, what)
+
+
+#: Header fields that hold the voxel spacing in MetaImage and NRRD text headers.
+SPACING_FIELDS = ("elementspacing", "elementsize", "spacings")
+
+
+def _check_header_spacing(path: Path, what: str) -> None:
+    """Refuse zero or negative spacing in a MetaImage / NRRD text header (ITK folds a negative one into the direction)."""
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").strip()
+        if not line or line.lower().startswith("elementdatafile"):
+            break
+        key, sep, value = line.replace(":=", "=").replace(":", "=", 1).partition("=")
+        if not sep or key.strip().lower() not in SPACING_FIELDS:
+            continue
+        numbers = []
+        for token in value.split():
+            try:
+                numbers.append(float(token))
+            except ValueError:
+                continue
+        if any(v <= 0 for v in numbers if np.isfinite(v)):
+            raise InputError(f"{what} {path} has zero or negative voxel spacing in its header ({key.strip()} ="
+                             f"{value}); fix the header (e.g. re-export the scan).")
+
+
+def _raw_header(path: Path, checked: "object") -> "object":
+    """The NIfTI header exactly as stored (``nib.load`` silently turns a zero ``pixdim`` into 1)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return type(checked).from_fileobj(handle, check=False)
 
 
 def _check_nifti(path: Path, what: str, stored_length: int | None) -> None:
@@ -52,7 +87,7 @@ def _check_nifti(path: Path, what: str, stored_length: int | None) -> None:
         image = nib.load(str(path))
     except (ImageFileError, OSError, ValueError, EOFError) as error:
         raise InputError(f"Cannot read {what} {path}: not a readable NIfTI image ({error}).") from None
-    header = image.header
+    header = _raw_header(path, image.header)
     shape = tuple(int(n) for n in header.get_data_shape())
     dtype = header.get_data_dtype()
     expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
