@@ -7,29 +7,18 @@ import torch
 
 from RRLMedSAMLib.models.autosam_heads import SamMaskDecoderHead
 from RRLMedSAMLib.models.encoder3d import Encoder3D, count_parameters
-from RRLMedSAMLib.models.sam_teacher import SamTeacher, build_image_encoder, resize_pos_embed, slices_to_sam_input
+from RRLMedSAMLib.models.sam_teacher import SamTeacher, resize_pos_embed, slices_to_sam_input
 from RRLMedSAMLib.sam import checkpoints as ck
-from RRLMedSAMLib.sam.modeling import sam_modeling_module
+
+from sam_official_layout import write_official_like_sam
 
 
 @pytest.fixture(scope="module")
 def official_like(tmp_path_factory):
     """A random vit_b SAM saved with the official key layout, plus its in-memory image encoder."""
     folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    encoder = build_image_encoder("vit_b", img_size=1024).eval()
-    prompt_encoder = sam_modeling_module("prompt_encoder").PromptEncoder(
-        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
-    )
-    transformer = sam_modeling_module("transformer").TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)
-    mask_decoder = sam_modeling_module("mask_decoder").MaskDecoder(
-        transformer_dim=256, transformer=transformer, num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256
-    )
-    state = {}
-    for prefix, module in (("image_encoder", encoder), ("prompt_encoder", prompt_encoder), ("mask_decoder", mask_decoder)):
-        state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
     path = folder / "sam_vit_b_random.pth"
-    torch.save(state, path)
+    state, encoder = write_official_like_sam(path, "vit_b")
     manifest = (
         ck.CheckpointEntry(
             name="random_vit_b",
