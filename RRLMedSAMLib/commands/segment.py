@@ -93,7 +93,8 @@ def _check_model_state(model: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate every scan first (a bad one stops the run before anything is written), then segment.
+    """Validate the model, every scan and the output folder first (anything bad stops the run before
+    anything is written), then segment under the output folder's lock.
 
     Scans are read again one at a time while segmenting, so memory holds one scan, not all of them.
     """
@@ -104,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     if args.registration_ensemble < 1:
         raise InputError(f"--registration-ensemble must be 1 or more, not {args.registration_ensemble}.")
     smoothing = _label_smoothing(args.label_smoothing_mm)
-    _check_out(args.out, args.model, args.image, args.overwrite)
     _check_model_state(args.model)
     model = load_trained_model(
         args.model, device, args.refinement_steps, smoothing, args.registration_ensemble,
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
     for path in args.image:
         check_registrable(read_scan(path, "Image"), path, "Image", model.grid.spacing_mm)
+    _check_out(args.out, args.model, args.image, args.overwrite)
     with claimed_folder(args.out, "segment", "Output folder") as claim:
         _check_out(args.out, args.model, args.image, args.overwrite)
         progress = ProgressReporter()

@@ -28,7 +28,12 @@ def _gzip_length(path: Path, what: str) -> int:
         with gzip.open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
                 total += len(chunk)
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as error:
+    except gzip.BadGzipFile as error:
+        if "not a gzipped file" in str(error).lower():
+            raise InputError(f"Cannot read {what} {path}: not a readable NIfTI/NRRD/MHA image (a .gz name, but "
+                             "not a gzip file).") from None
+        raise InputError(f"{what} {path} is a damaged gzip file: {error}. Copy or export it again.") from None
+    except (EOFError, zlib.error, OSError) as error:
         reason = "it ends early (truncated)" if isinstance(error, EOFError) else f"{error}"
         raise InputError(f"{what} {path} is a damaged gzip file: {reason}. Copy or export it again.") from None
     return total
