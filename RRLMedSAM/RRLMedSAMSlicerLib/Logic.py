@@ -70,6 +70,21 @@ class RRLMedSAMLogic:
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.command = command or engine_command
 
+    # ------------------------------------------------------------ sample data
+
+    def load_sample(self, folder: Path) -> tuple[slicer.vtkMRMLScalarVolumeNode, slicer.vtkMRMLSegmentationNode, list]:
+        """The embedded sample: atlas image, its segmentation (named from ``labels.csv``) and the scans."""
+        folder = Path(folder)
+        atlas = sc.read_volume(self.scene, folder / "atlas_image.nii.gz", "Sample atlas")
+        atlas.CreateDefaultDisplayNodes()
+        labels = sc.read_label_table(folder / "labels.csv")
+        segmentation = sc.labelmap_file_to_segmentation(folder / "atlas_label.nii.gz", labels, atlas, "Sample atlas segmentation")
+        scans = []
+        for path in sorted((folder / "images").glob("*.nii.gz")):
+            scans.append(sc.read_volume(self.scene, path, path.name.split(".")[0]))
+            scans[-1].CreateDefaultDisplayNodes()
+        return atlas, segmentation, scans
+
     # ------------------------------------------------------------ training
 
     @staticmethod

@@ -57,13 +57,17 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.timeout.connect(self._onTimer)
+        self.filterTimer = qt.QTimer()  # coalesces the many node-added events of a result load
+        self.filterTimer.setSingleShot(True)
+        self.filterTimer.setInterval(0)
+        self.filterTimer.timeout.connect(self.updateSelectorFilters)
 
         self.ui.atlasPreviewSelector.addAttribute("vtkMRMLGridTransformNode", sc.ROLE_ATTRIBUTE, sc.ROLE_DEFORMATION)
         self.ui.trainButton.clicked.connect(self.onTrainButton)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.resumeRunButton.clicked.connect(self.onResumeRunButton)
         self.ui.deleteRunButton.clicked.connect(self.onDeleteRunButton)
-        self.ui.refreshRunsButton.clicked.connect(self.refreshRuns)
+        self.ui.refreshRunsButton.clicked.connect(lambda: self.refreshRuns())
         self.ui.openRunFolderButton.clicked.connect(
             lambda: self._openFolder(self.selectedRun.folder if self.selectedRun else self.runsRoot()))
         self.ui.runsTableWidget.itemSelectionChanged.connect(self._onRunSelected)
@@ -76,8 +80,9 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.EndImportEvent):
-            self.addObserver(slicer.mrmlScene, event, lambda caller, ev: qt.QTimer.singleShot(0, self.updateSelectorFilters))
+            self.addObserver(slicer.mrmlScene, event, lambda caller, ev: self.filterTimer.start())
         self.initializeParameterNode()
+        self.updateSelectorFilters()
         self.refreshRuns()
 
     # ------------------------------------------------------------ module life cycle
@@ -85,6 +90,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
     def enter(self) -> None:
         self._entered = True
         self.initializeParameterNode()
+        self.updateSelectorFilters()
         if not self.machine.busy:
             self.refreshRuns()
 
@@ -97,6 +103,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         if self.process is not None and self.process.running:
             self.process.cancel()
         self.timer.stop()
+        self.filterTimer.stop()
         self.removeObservers()
         self._bindParameterNode(None)
 
@@ -139,7 +146,10 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             return
         self.logic.apply_display_options(node.fieldDisplay, node.showPromptMasks)
         if not self.machine.busy:
-            self.logic.update_field_overlays(node.fieldOverlay)  # results already in the scene follow the choice
+            try:
+                self.logic.update_field_overlays(node.fieldOverlay)  # results already in the scene follow the choice
+            except sc.SceneConversionError as error:
+                self._status(str(error))
         self.logic.preview_atlas(node.atlasVolume, node.atlasPreview)
         self._updateControls()
 
@@ -198,7 +208,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         self._updateControls()
 
     def _onRunSelected(self) -> None:
-        rows = {index.row() for index in self.ui.runsTableWidget.selectedIndexes()}
+        rows = {index.row() for index in self.ui.runsTableWidget.selectionModel().selectedRows()}
         self.selectedRun = self.runs[min(rows)] if rows and min(rows) < len(self.runs) else None
         self._updateControls()
 
@@ -347,6 +357,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
             self.logic.remove_temporary_files(run.folder, job, training_inputs=False)
         self.job, self._resuming = None, False
         self.refreshRuns(select=run.folder if run is not None else None)
+        self._onParameterNodeModified()  # display choices made while the engine ran
 
     def _loadResults(self, job: SegmentationJob, run: rl.RunInfo, view: pl.FinishedView, elapsed: float) -> None:
         node = self._parameterNode
@@ -375,16 +386,12 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
     def onLoadSample(self) -> None:
         """Load the embedded sample: atlas image + segmentation (named from labels.csv) and the scans."""
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample data."), waitCursor=True):
-            folder = extension_resource("SampleData")
-            atlas = slicer.util.loadVolume(str(folder / "atlas_image.nii.gz"), {"name": "Sample atlas"})
-            labels = sc.read_label_table(folder / "labels.csv")
-            segmentation = sc.labelmap_file_to_segmentation(folder / "atlas_label.nii.gz", labels, atlas, "Sample atlas segmentation")
-            scans = [slicer.util.loadVolume(str(path), {"name": path.name.split(".")[0], "show": False})
-                     for path in sorted((folder / "images").glob("*.nii.gz"))]
+            atlas, segmentation, scans = self.logic.load_sample(extension_resource("SampleData"))
             node = self._parameterNode
             node.atlasVolume, node.atlasSegmentation = atlas, segmentation
             set_scan_nodes(node, scans)
             self._bindParameterNode(node)
+            slicer.util.setSliceViewerLayers(background=atlas, fit=True)
 
     def weightsDir(self) -> Path:
         return self.weights.weightsDir()

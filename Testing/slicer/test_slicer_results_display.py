@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from slicer_test_helpers import add_volume, require_slicer, volume_array
+from slicer_test_helpers import REPO_ROOT, add_volume, require_slicer, volume_array
 
 require_slicer()
 
@@ -72,3 +72,14 @@ def test_result_nodes_are_tagged_for_the_input_selectors_to_hide(scene, tmp_path
     hidden = set(logic.result_node_ids())
     assert hidden == results | {overlay.GetID()}
     assert hidden.isdisjoint({atlas.GetID(), atlas_segmentation.GetID(), scan.GetID()})
+
+
+def test_sample_data_loads_as_untagged_inputs(scene):
+    logic = RRLMedSAMLogic(scene)
+    folder = REPO_ROOT / "Resources" / "SampleData"
+    atlas, segmentation, scans = logic.load_sample(folder)
+    assert atlas.GetName() == "Sample atlas" and atlas.GetImageData() is not None
+    assert [label.name for label in sc.label_table_from_segmentation(segmentation)] == [
+        label.name for label in sc.read_label_table(folder / "labels.csv")]
+    assert [scan.GetName() for scan in scans] == sorted(p.name.split(".")[0] for p in (folder / "images").glob("*.nii.gz"))
+    assert logic.result_node_ids() == [], "inputs stay selectable"
