@@ -45,6 +45,8 @@ class RRLMedSAMTest(ScriptedLoadableModuleTest):
             self.test_cancel_then_resume_training()
         finally:
             settings.setValue(rl.RUNS_ROOT_SETTING, saved)
+            panel = slicer.modules.rrlmedsam.widgetRepresentation().self().widget
+            panel.ui.runsRootPathLineEdit.currentPath = str(rl.resolve_runs_root(saved))
 
     def _panel(self):
         slicer.util.selectModule("RRLMedSAM")
