@@ -30,8 +30,6 @@ from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_label
 from RRLMedSAMLib.metrics.evaluation import CaseMetrics, evaluate_pairs
 from RRLMedSAMLib.training.presets import get_preset
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass
 class BenchSettings:
@@ -97,8 +95,8 @@ def atlas_label_ids(case: Case) -> list[int]:
 
 
 def child_env(threads: int | None) -> dict[str, str]:
-    """Environment of a worker: this engine first on the path, thread limits when asked."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    """Environment of a worker (the same interpreter, so the same installed engine), thread limits when asked."""
+    env = dict(os.environ)
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
             env[name] = str(threads)
@@ -126,7 +124,7 @@ def run_child(job: dict, folder: Path, env: dict[str, str]) -> dict:
     with open(folder / f"{phase}.log", "w", encoding="utf-8") as log:
         completed = subprocess.run(
             [sys.executable, "-m", "RRLMedSAMLib.bench.worker", str(job_path)],
-            stdout=log, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO_ROOT), check=False,
+            stdout=log, stderr=subprocess.PIPE, text=True, env=env, cwd=str(folder), check=False,
         )
         log.write(completed.stderr)
     if completed.returncode != 0 or not result_path.is_file():

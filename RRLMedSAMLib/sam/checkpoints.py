@@ -2,7 +2,7 @@
 
 Rules (DESIGN.md sections 4-5):
 
-* The manifest (``Resources/models/sam_checkpoints.json``) lists the known files with their
+* The manifest (``Resources/models/sam_checkpoints.json``, shipped as package data) lists the known files with their
   published sha256. A file is *verified* when its sha256 equals a manifest entry's.
 * Files are looked up by manifest name in the weights folder: explicit setting, else the
   environment variable ``RRLMEDSAM_WEIGHTS_DIR``, else ``~/.cache/rrlmedsam/weights``.
@@ -27,9 +27,8 @@ import torch
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..io.file_hash import CHUNK_BYTES, sha256_file
+from ..resources import manifest_path
 
-#: The manifest shipped with the extension (repository layout).
-DEFAULT_MANIFEST_PATH = Path(__file__).resolve().parents[2] / "Resources" / "models" / "sam_checkpoints.json"
 #: Environment variable naming the weights folder.
 WEIGHTS_DIR_ENV = "RRLMEDSAM_WEIGHTS_DIR"
 #: Weights folder used when neither a setting nor the environment variable is given.
@@ -88,7 +87,7 @@ class VerifiedCheckpoint:
 
 def load_manifest(path: str | os.PathLike | None = None) -> tuple[CheckpointEntry, ...]:
     """Read a checkpoint manifest (default: the shipped one)."""
-    path = Path(path) if path is not None else DEFAULT_MANIFEST_PATH
+    path = Path(path) if path is not None else manifest_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = tuple(

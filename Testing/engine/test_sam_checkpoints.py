@@ -11,6 +11,7 @@ import torch
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.models.sam_teacher import TINY_ENCODER_CONFIG, SamTeacher, build_image_encoder
 from RRLMedSAMLib.sam import checkpoints as ck
+from RRLMedSAMLib.resources import manifest_path
 
 
 def _save_tiny_sam(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -40,7 +41,7 @@ def test_shipped_manifest_lists_official_checkpoints():
     assert entries["sam_vit_b"].sha256 == "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
     assert entries["sam_vit_h"].size_bytes == 2564550879
     assert entries["medsam_vit_b"].sha256 is None
-    raw = json.loads(ck.DEFAULT_MANIFEST_PATH.read_text())
+    raw = json.loads(manifest_path().read_text())
     for item in raw["checkpoints"]:
         assert set(item) >= {"name", "model_type", "filename", "url", "sha256", "size_bytes"}
 

@@ -11,7 +11,6 @@ import pytest
 
 from slicer_test_helpers import MODULE_DIR, REPO_ROOT, add_volume, oblique_ijk_to_ras, slicer
 
-from RRLMedSAMSlicerLib import InstallLogic as il  # noqa: E402
 from RRLMedSAMSlicerLib import WeightsLogic as wl  # noqa: E402
 from RRLMedSAMSlicerLib.RunState import RunStateMachine, State  # noqa: E402
 
@@ -67,46 +66,6 @@ def test_repository_manifest_is_readable():
     path = REPO_ROOT / "Resources" / "models" / "sam_checkpoints.json"
     entries = wl.load_manifest(path)
     assert any(e.name == "sam_vit_b" and e.sha256 for e in entries)
-
-
-# ---------------------------------------------------------------- install
-
-
-def test_engine_source_is_found_in_the_checkout_and_its_version_read():
-    root = il.engine_root()
-    assert root == REPO_ROOT
-    assert il.bundled_engine_version(root) == __import__("RRLMedSAMLib").__version__
-    dependencies = il.engine_dependencies(root)
-    assert dependencies and not any(dep.lower().startswith("torch") for dep in dependencies)
-
-
-def test_ensure_installs_outdated_engine_from_source_then_missing_dependencies(monkeypatch, tmp_path):
-    versions = {"torch": "2.13.0", il.ENGINE_DISTRIBUTION: "0.0.1"}
-    monkeypatch.setattr(il, "installed_version", lambda name: versions.get(name))
-    monkeypatch.setattr(il, "requirement_satisfied", lambda req: not req.startswith("monai"))
-    calls = []
-
-    def fake_install(requirements):
-        calls.append(("install", requirements))
-        versions[il.ENGINE_DISTRIBUTION] = il.bundled_engine_version(REPO_ROOT)
-
-    def fake_ensure(requirements, **options):
-        calls.append(("ensure", requirements, options["requester"]))
-        monkeypatch.setattr(il, "requirement_satisfied", lambda req: True)
-
-    logic = il.InstallLogic(REPO_ROOT, install_torch=lambda: pytest.fail("torch is installed"), pip_ensure=fake_ensure, pip_install=fake_install)
-    assert not logic.ready()
-    logic.ensure(prompt=False)
-    assert calls[0] == ("install", [str(REPO_ROOT)])
-    assert calls[1][0] == "ensure" and all(r.startswith("monai") for r in calls[1][1]) and calls[1][2] == il.REQUESTER
-    assert logic.ready()
-
-
-def test_declined_torch_install_is_an_error(monkeypatch):
-    monkeypatch.setattr(il, "installed_version", lambda name: None)
-    logic = il.InstallLogic(REPO_ROOT, install_torch=lambda: False, pip_ensure=lambda *a, **k: None, pip_install=lambda r: None)
-    with pytest.raises(il.InstallError, match="PyTorch is required"):
-        logic.ensure()
 
 
 # ---------------------------------------------------------------- state machine
