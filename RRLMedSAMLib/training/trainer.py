@@ -24,7 +24,7 @@ from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, s
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.output_folder import claimed_folder
-from RRLMedSAMLib.io.label_table import build_label_table, write_label_table
+from RRLMedSAMLib.io.label_table import LabelEntry, build_label_table, write_label_table
 from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem, write_image
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.training.autosam_stage import train_autosam
@@ -35,7 +35,7 @@ from RRLMedSAMLib.training.distill_data import collect_distill_paths
 from RRLMedSAMLib.training.methods import DEFAULT_METHOD, Method, get_method
 from RRLMedSAMLib.training.networks import build_networks, parameter_counts, rrl_parameter_counts
 from RRLMedSAMLib.training.prepare import (
-    check_scan_paths, load_prepared, prealignment_record, prepare_training_data, read_atlas, save_prepared,
+    Atlas, check_scan_paths, load_prepared, prealignment_record, prepare_training_data, read_atlas, save_prepared,
 )
 from RRLMedSAMLib.training.presets import Preset, get_preset
 from RRLMedSAMLib.training.registration_stage import make_registration_step
@@ -108,7 +108,8 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
         return config
     if run.config.exists() and state != FAILED:
         if finished:
-            raise InputError(f"{run.root} already holds a finished training; choose another --out folder.")
+            raise InputError(f"{run.root} already holds a finished training; choose another --out folder "
+                             "(--resume only continues unfinished trainings).")
         raise InputError(f"{run.root} already holds a training; pass --resume to continue it or choose an empty --out folder.")
     return None
 
@@ -149,8 +150,8 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
 class _Validated:
     """What :func:`_validated_request` read and resolved before the run folder is touched."""
 
-    atlas: object
-    scans: list
+    atlas: Atlas
+    scans: list[sitk.Image]
     names: list[str]
     method: Method | None = None
     preset: Preset | None = None
@@ -158,7 +159,7 @@ class _Validated:
     teacher: dict | None = None
     share_sources: list = field(default_factory=list)
     device: torch.device | None = None
-    label_table: list | None = None
+    label_table: list[LabelEntry] | None = None
 
 
 def _validated_request(request: TrainRequest, run: RunFolder, stored: dict | None) -> _Validated:
