@@ -335,6 +335,8 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
         view = pl.progress_view(event, time.monotonic() - self._startTime)
         if view.log_line:
             self._log(view.log_line)
+        if event.event == "stage_start" and self._runKind == pl.TRAINING and self.activeRun is not None:
+            self.refreshRuns(select=self.activeRun.folder)  # the list shows the run in use
         if view.bar_value is not None:
             self.ui.progressBar.value, self.ui.progressBar.format = view.bar_value, view.bar_format
             self.ui.detailsLabel.text = view.details
