@@ -110,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
         args.model, device, args.refinement_steps, smoothing, args.registration_ensemble,
         volume_calibration=args.volume_calibration == "on",
     )
-    if model.registration_ensemble > model.ensemble_members:
-        print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "
-              f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
     for path in args.image:
         check_registrable(read_scan(path, "Image"), path, "Image", model.grid.spacing_mm)
     _check_out(args.out, args.model, args.image, args.overwrite)
+    if model.registration_ensemble > model.ensemble_members:
+        print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "
+              f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
     with claimed_folder(args.out, "segment", "Output folder") as claim:
         _check_out(args.out, args.model, args.image, args.overwrite)
         progress = ProgressReporter()

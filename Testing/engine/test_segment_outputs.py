@@ -87,3 +87,27 @@ def test_evaluate_reports_predictions_without_truth(
     err = capsys.readouterr().err
     assert "no truth for 1 prediction(s)" in err and "stray" in err
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["unmatched_predictions"] == ["stray"]
+
+
+def test_stop_file_between_scans_keeps_the_finished_scans(
+    model: tuple[dict[str, Path], Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import RRLMedSAMLib.commands.segment as segment
+
+    case, run = model
+    stop, out = tmp_path / "stop", tmp_path / "seg"
+    original = segment.segment_scan
+
+    def segment_then_request_stop(*args: object, **kwargs: object) -> Path:
+        folder = original(*args, **kwargs)
+        stop.write_text("")
+        return folder
+
+    monkeypatch.setattr(segment, "segment_scan", segment_then_request_stop)
+    monkeypatch.setenv("RRLMEDSAM_STOP_FILE", str(stop))
+    assert main(["segment", "--model", str(run), "--image", str(case["scan_a"]), str(case["scan_b"]), "--out", str(out),
+                 "--refinement-steps", "0"]) == 130
+    assert "segmentation stopped" in capsys.readouterr().err
+    assert (out / "scan_a_image" / "qc.json").exists() and not (out / "scan_b_image").exists()
+    assert stop.exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
