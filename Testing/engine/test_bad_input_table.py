@@ -144,6 +144,8 @@ CASES: list[tuple[str, Build, str]] = [
         (4, 4, 4)).astype(np.float32))), "at least 8 voxels"),
     ("anisotropic scan at train", lambda w, d: _train(w, d, scan_a=write_array(d / "thin.nii.gz", np.random.default_rng(4).random(
         (40, 40, 40)).astype(np.float32), (0.1, 0.1, 5.0))), "anisotropic"),
+    ("bad scan, existing empty --out", lambda w, d: quick_train_args(w.case | {"scan_a": d / "absent.nii.gz"},
+                                                                      _existing_out(d)), "not found"),
     ("binary label table", lambda w, d: [*_train(w, d), "--atlas-labels-table", str(_binary(d / "labels.csv"))], "not utf-8"),
     # run folder states
     ("resume a finished run", lambda w, d: quick_train_args(w.case, w.run, "--resume"), "finished"),
@@ -168,6 +170,7 @@ CASES: list[tuple[str, Build, str]] = [
     ("--out inside the model", lambda w, d: _segment(w, d, out=w.run / "results"), "inside the model folder"),
     ("--out is the model, scan named atlas", lambda w, d: _segment(w, d, image=phantom_with(
         w.case, d, "atlas.nii.gz", lambda a: a), out=w.run), "inside the model folder"),
+    ("--out is a file", lambda w, d: _segment(w, d, out=_binary(d / "out.bin")), "not a folder"),
     ("scan folder exists", lambda w, d: _segment(w, d, out=_existing_result(d)), "--overwrite"),
     # evaluate
     ("evaluate truncated prediction", lambda w, d: ["evaluate", "--pred", str(truncated_copy(
@@ -177,6 +180,12 @@ CASES: list[tuple[str, Build, str]] = [
     ("evaluate binary label table", lambda w, d: ["evaluate", "--pred", str(w.case["scan_a_label"]), "--truth", str(
         w.case["scan_a_label"]), "--out", str(d / "m"), "--labels", str(_binary(d / "t.csv"))], "not utf-8"),
 ]
+
+
+def _existing_out(d: Path) -> Path:
+    """An existing, empty folder for ``--out``."""
+    (d / "existing").mkdir()
+    return d / "existing"
 
 
 def _existing_result(d: Path) -> Path:
