@@ -26,7 +26,8 @@ from RRLMedSAMLib.models.encoder3d import count_parameters
 from RRLMedSAMLib.models.sam_teacher import TINY_ENCODER_CONFIG, SamTeacher, build_image_encoder
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.sam.checkpoints import (
-    VerifiedCheckpoint, find_entry, load_manifest, resolve_checkpoint, resolve_weights_dir, verify_checkpoint,
+    VerifiedCheckpoint, find_entry, image_encoder_state_dict, infer_model_type, load_manifest, load_state_dict,
+    resolve_checkpoint, resolve_weights_dir, verify_checkpoint,
 )
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.methods import Method
@@ -55,9 +56,14 @@ def _explicit_file(settings: RRLSettings) -> VerifiedCheckpoint:
 
 
 def _checkpoint_record(name: str, verified: VerifiedCheckpoint) -> dict:
+    """The teacher record of a verified file; custom weights get their encoder size from their tensors.
+
+    Reading a custom file here also refuses one that holds no SAM image encoder before any training.
+    """
+    model_type = verified.model_type or infer_model_type(image_encoder_state_dict(load_state_dict(verified.path)))
     return {
         "name": name,
-        "model_type": verified.model_type,
+        "model_type": model_type,
         "checkpoint": str(verified.path.resolve()),
         "weights_sha256": verified.sha256,
         "label": verified.label,
