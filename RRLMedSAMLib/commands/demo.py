@@ -11,6 +11,7 @@ job fits in 10 minutes on 2 CPU cores; every other setting is the preset's.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from RRLMedSAMLib.inference.segmenter import load_trained_model
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
 from RRLMedSAMLib.io.volumes import volume_stem
+from RRLMedSAMLib.metrics.deformation import physical_to_array_displacement
 from RRLMedSAMLib.metrics.evaluation import evaluate_pairs, metrics_markdown, write_metrics
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.report.figures import plot_atlas_scan_segmentation, plot_deformation_grid, plot_loss_curves
-from RRLMedSAMLib.metrics.deformation import physical_to_array_displacement
+from RRLMedSAMLib.report.report import method_statement
 from RRLMedSAMLib.resources import sample_data_dir
 from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
 from RRLMedSAMLib.training.methods import METHODS
@@ -34,9 +36,26 @@ from RRLMedSAMLib.training.rrl_settings import TEACHER_CHOICES
 from RRLMedSAMLib.training.run_folder import RunFolder
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
-
 #: Stage lengths of the demo with the ``fast`` preset (the preset's own: 200 / 60 / 120 steps).
 DEMO_SCHEDULE = {"registration_steps": 120, "pretrain_steps": 20, "joint_steps": 40}
+
+OVERLAY_CAPTION = (
+    "Rows: the atlas with its label, the scan, the scan with the final segmentation; columns: axial, coronal and "
+    "sagittal slices (radiological view: the patient's left is on the right; letters give the patient directions). "
+    "The atlas is cut where the registration maps the centre of the scan's slices, so all rows show the same "
+    "anatomical level. Structure colours are the legend's (chosen to stand out from the anatomy, not the label "
+    "table's Slicer colours)."
+)
+DEFORMATION_CAPTION = (
+    "A regular grid on the atlas drawn where the registration puts it on the scan (affine pre-alignment and "
+    "deformation together): straight, evenly spaced lines mean no in-plane deformation. Line colour is the "
+    "in-plane displacement in mm (colour bar)."
+)
+LOSS_CAPTION = (
+    "One panel per training stage: each loss against the training step; the dashed line (right axis) is the Dice "
+    "of the segmentation network's prediction on the pseudo labels (the atlas label warped onto the scans) of the "
+    "training batch, not a score against the scans' true labels."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                                volume_calibration=True)
     results = args.out / "segmentations"
     segment_scans(model, images, results, progress)
-    report = write_demo_report(args.out, sample, images, results, run_folder)
+    report = write_demo_report(args.out, sample, images, results, run_folder, progress)
     progress.done(f"report written to {report}")
     print(f"Demo finished. Report: {report}")
     return 0
@@ -80,9 +99,15 @@ def _demo_schedule(preset: str) -> dict:
             "rrl": {k: v for k, v in DEMO_SCHEDULE.items() if k != "registration_steps"}}
 
 
-def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path, run: RunFolder) -> Path:
-    """Score segmentation and registration-only results; write figures and ``report.md``."""
+def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path, run: RunFolder,
+                      progress: ProgressReporter | None = None) -> Path:
+    """Score segmentation and registration-only results; write figures and ``report.md``.
+
+    ``progress`` gets a ``report`` stage: one step for the scores, one per scan's figure, one for the others.
+    """
     report = out / "report"
+    progress = progress or ProgressReporter(None, stream=io.StringIO(), show_bar=False)
+    progress.start_stage("report", len(images) + 2, "scoring the results and drawing the report's figures")
     table = read_label_table(sample / "labels.csv")
     names = [volume_stem(p) for p in images]
     truths = [sample / "labels" / f"{n}.nii.gz" for n in names]
@@ -95,20 +120,20 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
         prompts = evaluate_pairs([(n, results / n / "prompt_mask.nii.gz", t) for n, t in zip(names, truths)])
         prompt_summary = write_metrics(prompts, report / "prompt_mask", table)
     card = json.loads(run.model_card.read_text(encoding="utf-8"))
+    progress.update(1, message="scores written")
 
     atlas_image = sitk.ReadImage(str(sample / "atlas_image.nii.gz"))
     atlas_label = sitk.ReadImage(str(sample / "atlas_label.nii.gz"))
     figures = []
     for name, image in zip(names, images):
-        scan = sitk.ReadImage(str(image))
-        seg = sitk.ReadImage(str(results / name / "segmentation.nii.gz"))
         path = report / f"overlay_{name}.png"
         plot_atlas_scan_segmentation(
-            sitk.GetArrayFromImage(atlas_image), sitk.GetArrayFromImage(atlas_label), atlas_image.GetSpacing()[::-1],
-            sitk.GetArrayFromImage(scan), sitk.GetArrayFromImage(seg), scan.GetSpacing()[::-1], table, path,
-            atlas_direction=atlas_image.GetDirection(), scan_direction=scan.GetDirection(), title=f"Atlas, {name}, segmentation",
+            atlas_image, atlas_label, sitk.ReadImage(str(image)), sitk.ReadImage(str(results / name / "segmentation.nii.gz")),
+            table, path, scan_to_atlas=_registration(results / name / "deformation.nrrd"),
+            title=f"Atlas, {name}, segmentation",
         )
-        figures.append((f"Atlas, scan and segmentation: {name}", path.name))
+        figures.append((f"Atlas, scan and segmentation: {name}", path.name, OVERLAY_CAPTION))
+        progress.update(len(figures) + 1, message=f"figure of {name}")
     first = names[0]
     scan = sitk.ReadImage(str(images[0]))
     field = sitk.GetArrayFromImage(sitk.ReadImage(str(results / first / "deformation.nrrd")))
@@ -117,16 +142,17 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
         sitk.GetArrayFromImage(scan), scan.GetSpacing()[::-1], physical_to_array_displacement(field, scan.GetDirection()),
         grid_path, units="mm", direction=scan.GetDirection(), title=f"Atlas->scan deformation over {first}",
     )
-    figures.append((f"Deformation grid over {first}", grid_path.name))
+    figures.append((f"Deformation grid over {first}", grid_path.name, DEFORMATION_CAPTION))
     loss_path = report / "loss_curves.png"
     plot_loss_curves(run.progress, loss_path, title="Training losses")
-    figures.append(("Training losses", loss_path.name))
+    figures.append(("Training losses", loss_path.name, LOSS_CAPTION))
+    progress.update(len(images) + 2, message="deformation and loss figures")
 
     lines = [
         "# RRL-MedSAM demo report", "",
         f"One annotated atlas, {len(images)} unlabelled scans (their labels are used only for scoring here).",
         "Sample data: see Resources/SampleData/NOTICE (real anatomy, synthetic contrast).", "",
-        *_method_lines(card),
+        method_statement(card), "",
         f"Mean Dice, final segmentation: **{_fmt(seg_summary['mean_dice'])}**; registration only (atlas label warped): "
         f"**{_fmt(reg_summary['mean_dice'])}**"
         + (f"; general branch's prompt mask: **{_fmt(prompt_summary['mean_dice'])}**." if prompt_summary else "."),
@@ -140,20 +166,17 @@ def write_demo_report(out: Path, sample: Path, images: list[Path], results: Path
     lines += [
         "## Figures", "",
     ]
-    lines += [f"### {caption}\n\n![{caption}]({file})\n" for caption, file in figures]
+    lines += [f"### {caption}\n\n{text}\n\n![{caption}]({file})\n" for caption, file, text in figures]
     path = report / "report.md"
     write_text_atomic(path, "\n".join(lines))
+    progress.end_stage()
     return path
 
 
-def _method_lines(card: dict) -> list[str]:
-    """Which method and which SAM teacher the demo's model was trained with (said plainly)."""
-    teacher = card.get("teacher") or {"name": "none", "reason": "not recorded"}
-    if teacher["name"] == "none":
-        said = f"none ({teacher.get('reason')}): trained **without SAM distillation**"
-    else:
-        said = f"{teacher.get('label')} ({teacher['name']}, {teacher.get('parameters')} parameters, slices of {teacher.get('slice_size')} px)"
-    return [f"Method: **{card.get('method')}** ({card.get('method_summary', '')}).", "", f"SAM teacher: {said}.", ""]
+def _registration(field_path: Path) -> sitk.Transform:
+    """The scan->atlas mapping of a result's ``deformation.nrrd`` (scan point x -> atlas point x + u(x))."""
+    field = sitk.Cast(sitk.ReadImage(str(field_path)), sitk.sitkVectorFloat64)
+    return sitk.DisplacementFieldTransform(field)
 
 
 def _fmt(value: float | None) -> str:

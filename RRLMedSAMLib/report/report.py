@@ -8,6 +8,40 @@ from pathlib import Path
 
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.metrics.evaluation import SCORING_RULES, metrics_markdown
+from RRLMedSAMLib.training.methods import METHODS
+
+#: Where the user guide tells how to obtain and verify SAM weights.
+SAM_WEIGHTS_DOC = "docs/user_guide.md, section 5 (Offline sites and SAM weights)"
+
+
+def _components(method_name: str, distilled: bool) -> str:
+    """What a method's training consisted of, from its flags (DSKD only when it really ran)."""
+    method = METHODS.get(method_name)
+    if method is None or method.family != "rrl":
+        return ""
+    parts = ["DSKD from the SAM teacher"] if distilled else []
+    parts += ["medical encoder"] + (["mutual-EMA"] if method.ema else []) + (["auto-prompting decoder"] if method.prompt else [])
+    return ", ".join(parts)
+
+
+def method_statement(card: dict) -> str:
+    """One markdown line saying what the model card's training ran, and with which SAM teacher.
+
+    A run whose method distils from SAM but had no teacher says plainly that it trained without SAM
+    distillation and why; a run with a random teacher says it is not SAM weights (the teacher label).
+    """
+    name = str(card.get("method"))
+    teacher = card.get("teacher") or {"name": "none", "reason": "not recorded"}
+    method = METHODS.get(name)
+    if teacher.get("name") == "none":
+        if method is not None and not method.uses_teacher:
+            return f"Method: **{name}** ({card.get('method_summary', method.summary)}); it uses no SAM teacher."
+        components = _components(name, distilled=False)
+        return (f"Method: **{name}** — trained **without SAM distillation** ({teacher.get('reason')}; to add it, see "
+                f"{SAM_WEIGHTS_DOC})" + (f"; what ran: {components}." if components else "."))
+    components = _components(name, distilled=True) or card.get("method_summary", "")
+    return (f"Method: **{name}** ({components}) with SAM teacher {teacher.get('label')} ({teacher.get('name')}, "
+            f"{teacher.get('parameters')} parameters, slices of {teacher.get('slice_size')} px).")
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -10,12 +10,11 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
-
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.training.methods import Method
 from RRLMedSAMLib.training.prepare import PreparedData
 from RRLMedSAMLib.training.presets import Preset
-from RRLMedSAMLib.training.registration_stage import make_pseudo_labels
+from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan, warp_classes
 from RRLMedSAMLib.training.rrl_settings import RRLSettings
 from RRLMedSAMLib.training.run_folder import RunFolder
 from RRLMedSAMLib.training.stage_runner import run_stage
@@ -53,13 +52,21 @@ class TrainingContext:
                   self.seed, self.preset.checkpoint_every)
 
     def pseudo_labels(self, registration: nn.Module) -> np.ndarray:
-        """Stage ``pseudo_labels``: the atlas label warped onto every scan ``(N, D, H, W)``, cached in the run folder."""
+        """Stage ``pseudo_labels``: the atlas label warped onto every scan ``(N, D, H, W)``, cached in the run folder.
+
+        One progress step per scan.
+        """
         if self.run.pseudo_labels.exists():
             return load_file(str(self.run.pseudo_labels))["classes"]
-        self.progress.start_stage("pseudo_labels", 1, "warping the atlas label onto every scan")
-        labels = make_pseudo_labels(registration, self.data, self.preset, self.device)
+        data = self.data
+        self.progress.start_stage("pseudo_labels", len(data.scans), "warping the atlas label onto every scan")
+        labels = []
+        for index, scan in enumerate(data.scans):
+            ddf = register_atlas_to_scan(registration, data.atlas_image, scan, self.preset, self.device)
+            labels.append(warp_classes(data.atlas_classes, data.num_classes, ddf))
+            self.progress.update(index + 1, message=f"pseudo label of {data.scan_names[index]}")
+        classes = np.stack(labels)
         with atomic_path(self.run.pseudo_labels) as temp:
-            save_file({"classes": labels}, str(temp))
-        self.progress.update(1)
+            save_file({"classes": classes}, str(temp))
         self.progress.end_stage()
-        return labels
+        return classes
