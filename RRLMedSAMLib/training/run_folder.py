@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,33 +142,39 @@ def path_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 
 #: Files of the layout above, relative to the run folder (``clear_run_layout`` removes them).
 RUN_FILES = ("config.json", "labels.csv", "progress.jsonl", "model.safetensors", "model_card.json",
-             "shared_stages.json", "volume_calibration.json", "run_state.json")
-#: Sub-folders the engine alone writes, with the file suffixes it writes there.
-RUN_SUBFOLDERS = {"atlas": (".nii.gz",), "cache": (".safetensors", ".json"), "checkpoints": (".safetensors",)}
+             "shared_stages.json", "volume_calibration.json", "run_state.json", "atlas/atlas_image.nii.gz",
+             "atlas/atlas_label.nii.gz", "cache/prepared.safetensors", "cache/prealignment.json",
+             "cache/pseudo_labels.safetensors", "cache/distill_images.safetensors")
+#: Folders whose ``*.safetensors`` files are all the engine's (stage checkpoints, teacher feature cache).
+ENGINE_FOLDERS = ("checkpoints", "cache/teacher")
 
 
-def _engine_temporary(path: Path, names: tuple[str, ...]) -> bool:
-    """A leftover of :func:`RRLMedSAMLib.io.atomic.atomic_path` for one of ``names`` (``.<stem>.<random><suffix>``)."""
-    return path.name.startswith(".") and any(path.name.startswith(f".{n.split('.')[0]}.") for n in names)
+def _is_engine_file(path: Path, names: list[str]) -> bool:
+    """One of ``names``, or a leftover temporary of :func:`RRLMedSAMLib.io.atomic.atomic_path` for one of them."""
+    return path.name in names or (path.name.startswith(".") and any(path.name.startswith(f".{n.split('.')[0]}.")
+                                                                     for n in names))
 
 
 def clear_run_layout(run: RunFolder) -> None:
-    """Delete the files of the run layout (and the engine's temporary files); never anything else."""
-    for path in run.root.iterdir():
-        if path.is_file() and (path.name in RUN_FILES or _engine_temporary(path, RUN_FILES)):
-            path.unlink()
-    for name, suffixes in RUN_SUBFOLDERS.items():
-        folder = run.root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*"), reverse=True):
-            if path.is_file() and (path.name.endswith(suffixes) or path.name.endswith(".partial")):
-                path.unlink()
-            elif path.is_dir() and path.name.endswith(".partial"):
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-        if not any(folder.iterdir()):
+    """Delete the files of the run layout (and the engine's temporary files beside them), then the folders
+    of the layout left empty; never anything else."""
+    by_folder: dict[Path, list[str]] = {}
+    for relative in RUN_FILES:
+        by_folder.setdefault((run.root / relative).parent, []).append(Path(relative).name)
+    for folder, names in by_folder.items():
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and _is_engine_file(path, names):
+                    path.unlink()
+    for relative in ENGINE_FOLDERS:
+        folder = run.root / relative
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and path.name.endswith(".safetensors"):
+                    path.unlink()
+    for relative in (*ENGINE_FOLDERS, "atlas", "cache"):
+        folder = run.root / relative
+        if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 

@@ -42,7 +42,7 @@ from RRLMedSAMLib.training.registration_stage import make_registration_step
 from RRLMedSAMLib.training.rrl_settings import RRLSettings, get_rrl_settings
 from RRLMedSAMLib.training.rrl_stages import train_rrl
 from RRLMedSAMLib.training.run_folder import (
-    RunFolder, clear_run_layout, config_hash, path_fingerprint, read_config, stored_run_state,
+    RUN_FILES, RunFolder, clear_run_layout, config_hash, path_fingerprint, read_config, stored_run_state,
 )
 from RRLMedSAMLib.training.run_state import FAILED, FINISHED, INTERRUPTED, RUNNING, write_run_state
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
@@ -111,6 +111,11 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
             raise InputError(f"{run.root} already holds a finished training; choose another --out folder "
                              "(--resume only continues unfinished trainings).")
         raise InputError(f"{run.root} already holds a training; pass --resume to continue it or choose an empty --out folder.")
+    if state is None:  # a folder the engine never ran in: refuse to overwrite a user's file (a cache/ put there is reused)
+        taken = [name for name in RUN_FILES if not name.startswith("cache/") and (run.root / name).exists()]
+        if taken:
+            raise InputError(f"{run.root} holds files a training would overwrite ({', '.join(taken[:3])}); choose an "
+                             "empty --out folder.")
     return None
 
 
@@ -129,8 +134,8 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
         stored = _start_or_resume(request, run)
         prepared = _validated_request(request, run, stored)
         claim.keep = True
-        if stored is None:
-            clear_run_layout(run)
+        if stored is None and stored_run_state(run) is not None:
+            clear_run_layout(run)  # a failed run, or one stopped before its configuration was written
         write_run_state(run.root, RUNNING, "training resumed" if stored is not None else "training started")
         try:
             _train_locked(request, run, stored, prepared, progress)

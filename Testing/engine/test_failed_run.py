@@ -35,12 +35,32 @@ def test_failed_run_is_marked_and_a_plain_retry_starts_afresh(
     assert (run / "config.json").exists() and (run / "atlas" / "atlas_image.nii.gz").exists()
 
     (run / "notes.txt").write_text("my notes")
-    (run / "atlas" / "README.txt").write_text("my file inside an engine folder")
+    (run / "atlas" / "my_atlas.nii.gz").write_bytes(case["atlas_image"].read_bytes())
+    (run / "cache").mkdir(exist_ok=True)
+    (run / "cache" / "mine.json").write_text("{}")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "an_old_stage.safetensors").write_bytes(b"stale engine checkpoint")
     assert main(quick_train_args(case, run)) == 0
     assert read_run_state(run)["state"] == "finished"
     assert (run / "notes.txt").read_text() == "my notes"
-    assert (run / "atlas" / "README.txt").read_text() == "my file inside an engine folder"
+    assert (run / "atlas" / "my_atlas.nii.gz").read_bytes() == case["atlas_image"].read_bytes()
+    assert (run / "cache" / "mine.json").read_text() == "{}"
+    assert not (run / "checkpoints" / "an_old_stage.safetensors").exists()
     assert (run / "model.safetensors").exists()
+
+
+def test_a_new_run_in_a_folder_of_user_files_deletes_none_of_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    case = make_case(tmp_path / "case")
+    run = tmp_path / "data"
+    (run / "atlas").mkdir(parents=True)
+    (run / "atlas" / "atlas_image.nii.gz").write_bytes(b"the user's own file of that name")
+    before = snapshot(tmp_path)
+    assert main(quick_train_args(case, run)) == 2
+    assert "would overwrite" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+    (run / "atlas" / "atlas_image.nii.gz").rename(run / "atlas" / "patient.nii.gz")
+    assert main(quick_train_args(case, run)) == 0
+    assert (run / "atlas" / "patient.nii.gz").read_bytes() == b"the user's own file of that name"
 
 
 def test_an_unexpected_error_after_setup_is_recorded(
