@@ -85,8 +85,8 @@ def engine(log: Path, *args: str) -> None:
         raise SystemExit(f"rrlmedsam {args[0]} failed (see {log}):\n{result.stderr[-2000:]}")
 
 
-def train_runs(dataset: Path, atlas: str, out: Path, preset: str, method: str, device: str) -> dict[str, Path]:
-    """The default training and the two that differ from it in one setting."""
+def train_runs(dataset: Path, atlas: str, out: Path, preset: str, method: str, device: str, needed: set[str]) -> dict[str, Path]:
+    """The default training and those of ``needed`` that differ from it in one setting."""
     images = sorted(p for p in (dataset / "images").glob("*.nii.gz") if p.name != f"{atlas}.nii.gz")
     base = ["train", "--atlas-image", str(dataset / "images" / f"{atlas}.nii.gz"),
             "--atlas-label", str(dataset / "labels" / f"{atlas}.nii.gz"), "--images", *map(str, images),
@@ -96,7 +96,7 @@ def train_runs(dataset: Path, atlas: str, out: Path, preset: str, method: str, d
     runs = {name: out / "runs" / name for name in ("default", "no-atlas-prior", "no-refinement")}
     extra = {"default": [], "no-atlas-prior": ["--no-atlas-prior"], "no-refinement": ["--refinement-steps", "0"]}
     for name, run in runs.items():
-        if (run / "model.safetensors").is_file():
+        if name not in needed | {"default"} or (run / "model.safetensors").is_file():
             continue
         share = [] if name == "default" else ["--share-stages-from", str(runs["default"])]
         engine(out / "commands.log", *base, "--out", str(run), *extra[name], *share)
@@ -146,14 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="plain")
     parser.add_argument("--ensemble", type=int, default=5, help="members of the registration ensemble measured")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="segment only these variants (default: all; 'defaults' is always included)")
     args = parser.parse_args(argv)
+    chosen = [v for v in variants(args.ensemble) if not args.variants or v.name in {"defaults", *args.variants}]
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = train_runs(args.dataset, args.atlas, args.out, args.preset, args.method, args.device)
+    runs = train_runs(args.dataset, args.atlas, args.out, args.preset, args.method, args.device, {v.run for v in chosen})
     skipped = {args.atlas, *args.selection}
     scans = sorted(p for p in (args.dataset / "images").glob("*.nii.gz") if case_name(p) not in skipped)
     calibrated = (runs["default"] / "volume_calibration.json").is_file()
     scores = {}
-    for variant in variants(args.ensemble):
+    for variant in chosen:
         if variant.name == "no-volume-calibration" and not calibrated:
             continue  # the run has no calibration (more than 4 structures): nothing to switch off
         scores[variant.name] = segment_and_score(variant, runs[variant.run], scans, args.dataset / "labels", args.out, args.device)
