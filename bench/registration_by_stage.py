@@ -27,7 +27,7 @@ import torch
 
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.metrics.evaluation import evaluate_case
-from RRLMedSAMLib.training.checkpoint import load_checkpoint
+from RRLMedSAMLib.run.checkpoint import load_checkpoint
 
 #: Stage checkpoints that hold the registration network, in training order.
 STAGES = ("registration", "medical_pretrain", "joint_stage2")

@@ -40,7 +40,7 @@ from RRLMedSAMLib.bench.results import RESULT_FILES
 from RRLMedSAMLib.cli import main as rrlmedsam
 from RRLMedSAMLib.data.brain_dataset import make_brain_dataset
 from RRLMedSAMLib.data.prostate_dataset import make_prostate_dataset
-from RRLMedSAMLib.training.device import resolve_device
+from RRLMedSAMLib.run.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data"

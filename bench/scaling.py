@@ -26,8 +26,8 @@ from RRLMedSAMLib.bench.plots import line_panels
 from RRLMedSAMLib.bench.runner import child_env, run_child, split_cases
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.volumes import read_label, read_scan, write_image
-from RRLMedSAMLib.training.device import resolve_device
-from RRLMedSAMLib.training.presets import get_preset
+from RRLMedSAMLib.run.device import resolve_device
+from RRLMedSAMLib.run.presets import get_preset
 
 
 def cube(image: sitk.Image, size: int, is_label: bool) -> sitk.Image:

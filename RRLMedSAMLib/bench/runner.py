@@ -28,7 +28,7 @@ from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.volumes import ensure_writable_folder, read_label
 from RRLMedSAMLib.metrics.evaluation import CaseMetrics, evaluate_pairs
-from RRLMedSAMLib.training.presets import get_preset
+from RRLMedSAMLib.run.presets import get_preset
 
 
 @dataclass

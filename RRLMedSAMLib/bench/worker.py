@@ -102,7 +102,7 @@ def run_train(job: dict) -> dict:
 def run_segment(job: dict) -> dict:
     """Segment every scan with a trained run; per-scan wall time and folding from ``qc.json``."""
     from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
-    from RRLMedSAMLib.training.device import resolve_device
+    from RRLMedSAMLib.run.device import resolve_device
 
     device = resolve_device(job["device"])
     start = time.perf_counter()

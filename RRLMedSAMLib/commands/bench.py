@@ -27,8 +27,8 @@ from RRLMedSAMLib.bench.methods import METHODS, default_methods
 from RRLMedSAMLib.bench.results import write_results
 from RRLMedSAMLib.bench.runner import BenchSettings, run_benchmark
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
-from RRLMedSAMLib.training.presets import PRESETS
+from RRLMedSAMLib.run.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.run.presets import PRESETS
 
 #: Methods of a --quick run when --methods is not given (each engine method needs its own training).
 QUICK_METHODS = ("affine", "ants-syn", "registration-only", "plain")

@@ -29,11 +29,11 @@ from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.report.figures import plot_atlas_scan_segmentation, plot_deformation_grid, plot_loss_curves
 from RRLMedSAMLib.report.report import method_statement
 from RRLMedSAMLib.resources import sample_data_dir
-from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
-from RRLMedSAMLib.training.methods import METHODS
-from RRLMedSAMLib.training.presets import PRESETS
-from RRLMedSAMLib.training.rrl_settings import TEACHER_CHOICES
-from RRLMedSAMLib.training.run_folder import RunFolder
+from RRLMedSAMLib.run.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.run.folder import RunFolder
+from RRLMedSAMLib.run.methods import METHODS
+from RRLMedSAMLib.run.presets import PRESETS
+from RRLMedSAMLib.run.rrl_settings import TEACHER_CHOICES
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
 #: Stage lengths of the demo with the ``fast`` preset (the preset's own: 200 / 60 / 120 steps).

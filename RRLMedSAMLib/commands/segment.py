@@ -20,9 +20,9 @@ from RRLMedSAMLib.inference.segmenter import TrainedModel, load_trained_model, s
 from RRLMedSAMLib.io.output_folder import ClaimedFolder, claimed_folder
 from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter, check_stop
-from RRLMedSAMLib.training.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.run.device import DEVICE_CHOICES, resolve_device
+from RRLMedSAMLib.run.state import FINISHED, read_run_state
 from RRLMedSAMLib.training.prepare import check_scan_paths
-from RRLMedSAMLib.training.run_state import FINISHED, read_run_state
 
 #: What ``segment`` writes in a scan's folder; ``--overwrite`` replaces these and nothing else.
 RESULT_FILES = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz", "warped_atlas_image.nii.gz",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from RRLMedSAMLib.training.device import DEVICE_CHOICES
-from RRLMedSAMLib.training.methods import METHODS
-from RRLMedSAMLib.training.presets import PRESETS
-from RRLMedSAMLib.training.rrl_settings import SLICE_SIZES, TEACHER_CHOICES
+from RRLMedSAMLib.run.device import DEVICE_CHOICES
+from RRLMedSAMLib.run.methods import METHODS
+from RRLMedSAMLib.run.presets import PRESETS
+from RRLMedSAMLib.run.rrl_settings import SLICE_SIZES, TEACHER_CHOICES
 from RRLMedSAMLib.training.trainer import TrainRequest, train
 
 

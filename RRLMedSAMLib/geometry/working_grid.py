@@ -3,6 +3,10 @@
 Every scan is pre-aligned to the atlas and resampled onto this grid, so the networks always see
 the same shape. Arrays on the grid follow SimpleITK/numpy order ``(D, H, W) = (z, y, x)``; torch
 tensors are ``(B, C, D, H, W)``. The grid's axes are the atlas's axes (same direction cosines).
+
+This module is pure geometry (a grid from an atlas label, resampling onto it, intensity
+normalisation) and knows nothing of runs, so it stays here; which grid a stored run uses is
+:func:`RRLMedSAMLib.run.config.run_working_grid`.
 """
 
 from __future__ import annotations

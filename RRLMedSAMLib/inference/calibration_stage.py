@@ -17,14 +17,19 @@ import torch
 from RRLMedSAMLib.geometry.affine import prealign_to_atlas
 from RRLMedSAMLib.inference.segmenter import load_trained_model, register_atlas_label
 from RRLMedSAMLib.inference.volume_calibration import (
-    CALIBRATION_FILE, CALIBRATION_SCALES, MAX_CALIBRATED_STRUCTURES, MAX_CALIBRATION_SCANS, VolumeCalibration,
-    measure_volume_recovery, read_volume_calibration,
+    CALIBRATION_FILE,
+    CALIBRATION_SCALES,
+    MAX_CALIBRATED_STRUCTURES,
+    MAX_CALIBRATION_SCANS,
+    VolumeCalibration,
+    measure_volume_recovery,
+    read_volume_calibration,
 )
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.volumes import read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
-from RRLMedSAMLib.training.trainer import run_settings
+from RRLMedSAMLib.run.config import run_settings
+from RRLMedSAMLib.run.folder import RunFolder, require_trained_model
 
 STAGE = "volume_calibration"
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from RRLMedSAMLib.models.sam_teacher import SamTeacher
+from RRLMedSAMLib.run.methods import Method
+from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
 from RRLMedSAMLib.training.autosam_stage import predict_autosam_volume
-from RRLMedSAMLib.training.methods import Method
-from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
 
 REGISTRATION_DEFORMABLE = "affine + deformable network + instance optimisation"

@@ -34,32 +34,39 @@ import torch
 
 from RRLMedSAMLib.geometry.affine import affine_from_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import (
-    compose_scan_displacement, folding_fraction, fuse_correction_on_scan, map_probabilities_to_scan,
-    warp_atlas_to_scan, write_displacement_field,
+    compose_scan_displacement,
+    folding_fraction,
+    fuse_correction_on_scan,
+    map_probabilities_to_scan,
+    warp_atlas_to_scan,
+    write_displacement_field,
 )
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
-from RRLMedSAMLib.io.file_hash import sha256_file
-from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
-from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
 from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
 from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
 from RRLMedSAMLib.inference.registration_ensemble import anatomy_centre, perturbed_prealignments, vote
 from RRLMedSAMLib.inference.volume_calibration import (
-    VolumeCalibration, calibrated_voxel_counts, label_volumes_mm3, read_volume_calibration,
+    VolumeCalibration,
+    calibrated_voxel_counts,
+    label_volumes_mm3,
+    read_volume_calibration,
 )
+from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
+from RRLMedSAMLib.io.file_hash import sha256_file
+from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
+from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
 from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
+from RRLMedSAMLib.run.checkpoint import load_weights
+from RRLMedSAMLib.run.config import run_settings, run_working_grid
+from RRLMedSAMLib.run.folder import RunFolder, require_trained_model
+from RRLMedSAMLib.run.methods import Method
+from RRLMedSAMLib.run.networks import build_method_networks
+from RRLMedSAMLib.run.presets import Preset
+from RRLMedSAMLib.run.teacher import build_teacher
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
-from RRLMedSAMLib.training.checkpoint import load_weights
-from RRLMedSAMLib.training.methods import Method
-from RRLMedSAMLib.training.networks import build_method_networks
 from RRLMedSAMLib.training.prepare import classes_to_labels, labels_to_classes
-from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
-from RRLMedSAMLib.training.run_folder import RunFolder, require_trained_model
-from RRLMedSAMLib.training.teacher_features import build_teacher
-from RRLMedSAMLib.training.trainer import run_settings, run_working_grid
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.metrics.evaluation import SCORING_RULES, metrics_markdown
-from RRLMedSAMLib.training.methods import METHODS
+from RRLMedSAMLib.run.methods import METHODS
 
 #: Where the user guide tells how to obtain and verify SAM weights.
 SAM_WEIGHTS_DOC = "docs/user_guide.md, section 5 (Offline sites and SAM weights)"

@@ -12,7 +12,7 @@ Layout::
     model_card.json      data used, date, configuration hash, engine version, parameter counts
     shared_stages.json   which stages were copied from another run (``--share-stages-from``), if any
     volume_calibration.json  the run's measured volume calibration, if any
-    run_state.json       running / interrupted / failed / finished (``training/run_state.py``)
+    run_state.json       running / interrupted / failed / finished (``run/state.py``)
     .rrlmedsam.lock      the folder's lock (and ``.rrlmedsam.lock.owner`` while held)
 
 :func:`clear_run_layout` deletes exactly these files (and the engine's temporary files beside

@@ -23,10 +23,10 @@ from RRLMedSAMLib.models.encoder3d import Encoder3D, count_parameters
 from RRLMedSAMLib.models.registration_network import RegistrationNetwork
 from RRLMedSAMLib.models.segmentation_decoder import SegmentationDecoder
 from RRLMedSAMLib.models.segmentation_network import SegmentationNetwork
+from RRLMedSAMLib.run.methods import Method
+from RRLMedSAMLib.run.presets import Preset
+from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.sam.checkpoints import VerifiedCheckpoint
-from RRLMedSAMLib.training.methods import Method
-from RRLMedSAMLib.training.presets import Preset
-from RRLMedSAMLib.training.rrl_settings import RRLSettings
 
 #: Parameters of SAM ViT-B's image encoder at 1024 x 1024 (the general encoder's 3 % budget).
 SAM_VIT_B_ENCODER_PARAMETERS = 89_670_912

@@ -1,6 +1,6 @@
 """Settings of the SAM-guided methods (RRL-MedSAM, its ablations and the AutoSAM baselines).
 
-They sit beside the :class:`~RRLMedSAMLib.training.presets.Preset` (grid, network widths, plain
+They sit beside the :class:`~RRLMedSAMLib.run.presets.Preset` (grid, network widths, plain
 stage lengths): the teacher, the distillation, mutual-EMA and the lengths of the new stages. Stage
 lengths default per preset (:data:`STAGE_DEFAULTS`); every field can be overridden from the
 command line. The resolved settings are stored in ``config.json`` under ``"rrl"``.

@@ -1,4 +1,4 @@
-"""The SAM teacher of a run: which weights (``--teacher``), its identity record, and its cached features.
+"""The SAM teacher of a run: which weights (``--teacher``), its identity record, and how to build it.
 
 The record stored in ``config.json`` (``"teacher"``) says exactly what the teacher was:
 
@@ -8,30 +8,31 @@ The record stored in ``config.json`` (``"teacher"``) says exactly what the teach
 * ``random-vit_b`` / ``tiny``: a randomly initialised encoder (seed 0), ``weights_sha256`` =
   ``"random init"`` - for benchmarks and tests, never SAM's knowledge.
 
-Teacher features are computed once per working-grid volume and cached (float16) under the run
-folder's ``cache/teacher/`` by :class:`~RRLMedSAMLib.sam.feature_cache.TeacherFeatureCache`.
+Training's teacher-feature stage is :mod:`RRLMedSAMLib.training.teacher_features`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.models.encoder3d import count_parameters
 from RRLMedSAMLib.models.sam_teacher import TINY_ENCODER_CONFIG, SamTeacher, build_image_encoder
-from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.run.methods import Method
+from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.sam.checkpoints import (
-    VerifiedCheckpoint, find_entry, image_encoder_state_dict, infer_model_type, load_manifest, load_state_dict,
-    resolve_checkpoint, resolve_weights_dir, verify_checkpoint,
+    VerifiedCheckpoint,
+    find_entry,
+    image_encoder_state_dict,
+    infer_model_type,
+    load_manifest,
+    load_state_dict,
+    resolve_checkpoint,
+    resolve_weights_dir,
+    verify_checkpoint,
 )
-from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
-from RRLMedSAMLib.training.methods import Method
-from RRLMedSAMLib.training.rrl_settings import RRLSettings
 
 RANDOM_TEACHERS = {"random-vit_b": "vit_b", "tiny": "tiny"}
 RANDOM_LABELS = {
@@ -168,23 +169,3 @@ def teacher_log_line(record: Mapping) -> str:
         return f"Teacher: {record['name']}, a {record['label']}."
     return f"Teacher: {record['label']} ({record['name']}, weights sha256 {record['weights_sha256']})."
 
-
-def compute_teacher_features(
-    teacher: SamTeacher,
-    volumes: Mapping[str, np.ndarray],
-    cache_folder: str | os.PathLike,
-    progress: ProgressReporter,
-) -> dict[str, torch.Tensor]:
-    """Stage ``teacher_features``: features ``(256, n, S/16, S/16)`` float16 (CPU) of every named volume.
-
-    Cached on disk, so a resumed run or a second stage reads them back instead of re-encoding.
-    """
-    cache = TeacherFeatureCache(Path(cache_folder))
-    progress.start_stage("teacher_features", len(volumes), f"SAM teacher features of {len(volumes)} volume(s)")
-    features: dict[str, torch.Tensor] = {}
-    for index, (name, volume) in enumerate(volumes.items()):
-        features[name] = cache.features(teacher, volume).to(torch.float16)
-        progress.update(index + 1, message=f"{name} ({'cached' if cache.hits else 'encoded'})")
-        cache.hits = 0
-    progress.end_stage(f"{cache.misses} encoded, {len(volumes) - cache.misses} read from the cache")
-    return features

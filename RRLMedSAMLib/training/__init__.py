@@ -1,1 +1,1 @@
-"""Training: presets, data preparation, stages, checkpoints."""
+"""Training: data preparation, the training stages and their orchestration (what a run is lives in ``run/``)."""

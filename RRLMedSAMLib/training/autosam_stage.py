@@ -17,12 +17,13 @@ from torch import nn
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.models.autosam_heads import features_to_slices, labels_to_slices, slice_logits_to_volume
 from RRLMedSAMLib.models.sam_teacher import SamTeacher
+from RRLMedSAMLib.run.networks import build_method_networks
+from RRLMedSAMLib.run.teacher import build_teacher
 from RRLMedSAMLib.sam.checkpoints import VerifiedCheckpoint, verify_checkpoint
 from RRLMedSAMLib.training.context import TrainingContext
-from RRLMedSAMLib.training.networks import build_method_networks
 from RRLMedSAMLib.training.segmentation_stage import batch_dice
 from RRLMedSAMLib.training.stage_runner import StepResult
-from RRLMedSAMLib.training.teacher_features import build_teacher, compute_teacher_features
+from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
 
 def head_checkpoint(teacher: dict) -> VerifiedCheckpoint | None:

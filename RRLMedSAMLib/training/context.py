@@ -11,12 +11,12 @@ from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.training.methods import Method
+from RRLMedSAMLib.run.folder import RunFolder
+from RRLMedSAMLib.run.methods import Method
+from RRLMedSAMLib.run.presets import Preset
+from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.training.prepare import PreparedData
-from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan, warp_classes
-from RRLMedSAMLib.training.rrl_settings import RRLSettings
-from RRLMedSAMLib.training.run_folder import RunFolder
 from RRLMedSAMLib.training.stage_runner import run_stage
 
 
@@ -25,7 +25,7 @@ class TrainingContext:
     """One training run after validation and data preparation.
 
     Attributes:
-        teacher: the run's teacher record (``config["teacher"]``, see ``training/teacher_features.py``).
+        teacher: the run's teacher record (``config["teacher"]``, see ``run/teacher.py``).
     """
 
     run: RunFolder

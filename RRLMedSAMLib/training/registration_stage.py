@@ -14,8 +14,8 @@ from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 from RRLMedSAMLib.models.instance_optimization import refine_registration
 from RRLMedSAMLib.models.registration_network import RegistrationNetwork
 from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
+from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.training.prepare import PreparedData
-from RRLMedSAMLib.training.presets import Preset
 from RRLMedSAMLib.training.stage_runner import StepResult
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from RRLMedSAMLib.errors import CancelledError
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.training.checkpoint import load_checkpoint, save_checkpoint
+from RRLMedSAMLib.run.checkpoint import load_checkpoint, save_checkpoint
 
 StepResult = tuple[dict[str, float], float | None]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.atomic import atomic_path, write_json_atomic
-from RRLMedSAMLib.training.methods import get_method
-from RRLMedSAMLib.training.run_folder import RunFolder, read_config
+from RRLMedSAMLib.run.folder import RunFolder, read_config
+from RRLMedSAMLib.run.methods import get_method
 
 #: Stage order of the RRL family up to (not including) stage 2.
 _RRL_PREFIX = ("prealign", "teacher_features", "distill_stage1", "registration", "medical_pretrain", "pseudo_labels")

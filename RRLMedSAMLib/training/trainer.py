@@ -2,7 +2,7 @@
 
 Every stage checkpoints into the run folder; ``resume=True`` picks up after the last finished
 step of the last unfinished stage, with identical results to an uninterrupted run. The stages
-themselves depend on the method (``training/methods.py``): ``plain`` runs here, the RRL family in
+themselves depend on the method (``run/methods.py``): ``plain`` runs here, the RRL family in
 ``training/rrl_stages.py``, the AutoSAM baselines in ``training/autosam_stage.py``.
 """
 
@@ -20,36 +20,52 @@ from torch import nn
 
 from RRLMedSAMLib import MODEL_FORMAT_VERSION, __version__
 from RRLMedSAMLib.errors import CancelledError, InputError
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
+from RRLMedSAMLib.geometry.working_grid import make_working_grid
 from RRLMedSAMLib.io.atomic import write_json_atomic
 from RRLMedSAMLib.io.file_hash import sha256_file
-from RRLMedSAMLib.io.output_folder import claimed_folder
 from RRLMedSAMLib.io.label_table import LabelEntry, build_label_table, write_label_table
+from RRLMedSAMLib.io.output_folder import claimed_folder
 from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem, write_image
 from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.run.checkpoint import save_weights
+from RRLMedSAMLib.run.config import run_settings, run_working_grid
+from RRLMedSAMLib.run.device import resolve_device
+from RRLMedSAMLib.run.folder import (
+    RUN_FILES,
+    RunFolder,
+    clear_run_layout,
+    config_hash,
+    path_fingerprint,
+    read_config,
+    stored_run_state,
+)
+from RRLMedSAMLib.run.methods import DEFAULT_METHOD, Method, get_method
+from RRLMedSAMLib.run.networks import build_networks, parameter_counts, rrl_parameter_counts
+from RRLMedSAMLib.run.presets import Preset, get_preset
+from RRLMedSAMLib.run.rrl_settings import RRLSettings, get_rrl_settings
+from RRLMedSAMLib.run.state import FAILED, FINISHED, INTERRUPTED, RUNNING, write_run_state
+from RRLMedSAMLib.run.teacher import (
+    resolve_teacher,
+    teacher_log_line,
+    teacher_parameter_count,
+    teacher_summary,
+)
 from RRLMedSAMLib.training.autosam_stage import train_autosam
-from RRLMedSAMLib.training.checkpoint import save_weights
 from RRLMedSAMLib.training.context import TrainingContext
-from RRLMedSAMLib.training.device import resolve_device
 from RRLMedSAMLib.training.distill_data import collect_distill_paths
-from RRLMedSAMLib.training.methods import DEFAULT_METHOD, Method, get_method
-from RRLMedSAMLib.training.networks import build_networks, parameter_counts, rrl_parameter_counts
 from RRLMedSAMLib.training.prepare import (
-    Atlas, check_scan_paths, load_prepared, prealignment_record, prepare_training_data, read_atlas, save_prepared,
+    Atlas,
+    check_scan_paths,
+    load_prepared,
+    prealignment_record,
+    prepare_training_data,
+    read_atlas,
+    save_prepared,
 )
-from RRLMedSAMLib.training.presets import Preset, get_preset
 from RRLMedSAMLib.training.registration_stage import make_registration_step
-from RRLMedSAMLib.training.rrl_settings import RRLSettings, get_rrl_settings
 from RRLMedSAMLib.training.rrl_stages import train_rrl
-from RRLMedSAMLib.training.run_folder import (
-    RUN_FILES, RunFolder, clear_run_layout, config_hash, path_fingerprint, read_config, stored_run_state,
-)
-from RRLMedSAMLib.training.run_state import FAILED, FINISHED, INTERRUPTED, RUNNING, write_run_state
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
 from RRLMedSAMLib.training.stage_sharing import read_share_sources, reuse_shared_stages
-from RRLMedSAMLib.training.teacher_features import (
-    no_teacher, resolve_teacher, teacher_log_line, teacher_parameter_count, teacher_summary,
-)
 
 
 @dataclass
@@ -71,7 +87,7 @@ class TrainRequest:
     rrl: dict = field(default_factory=dict)
     share_stages_from: list[Path] = field(default_factory=list)
     volume_calibration: bool = True
-    """``method``: a name of ``training/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
+    """``method``: a name of ``run/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
     ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
     slice size, stage lengths...; ``None`` values ignored). ``share_stages_from``: finished run folders
     whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``).
@@ -245,20 +261,6 @@ def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, ch
         "volume_calibration": _calibrate_volumes(run, device, progress) if request.volume_calibration
         else {"applied": False, "reason": "switched off (--no-volume-calibration)"}})
     progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
-
-
-def run_settings(config: dict) -> tuple[Method, Preset, RRLSettings, dict]:
-    """Method, preset, RRL settings and teacher record of a stored configuration (older runs: plain, no teacher)."""
-    preset = Preset.from_dict(config["preset"])
-    settings = RRLSettings.from_dict(config["rrl"]) if "rrl" in config else get_rrl_settings(preset.name)
-    teacher = config.get("teacher") or no_teacher("run made before teachers existed")
-    return get_method(config.get("method", "plain")), preset, settings, teacher
-
-
-def run_working_grid(config: dict, atlas_label: sitk.Image) -> WorkingGrid:
-    """The working grid of a stored configuration (recorded at training; older runs: recomputed)."""
-    preset = Preset.from_dict(config["preset"])
-    return stored_or_legacy_grid(config.get("working_grid"), atlas_label, preset.grid_size, preset.grid_divisor)
 
 
 def _absolute_paths(rrl: dict) -> dict:

@@ -9,16 +9,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import make_image
 
 from RRLMedSAMLib.geometry.deformation import fuse_correction_on_scan
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
 from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
 from RRLMedSAMLib.models.atlas_prior import (
-    PRIOR_FLOOR, fuse_with_prior, one_hot, perturbed_prior, restore_vanished_structures, torch_generator,
+    PRIOR_FLOOR,
+    fuse_with_prior,
+    one_hot,
+    perturbed_prior,
+    restore_vanished_structures,
+    torch_generator,
 )
-from RRLMedSAMLib.training.presets import PRESETS, Preset
+from RRLMedSAMLib.run.presets import PRESETS, Preset
 
 
 def _classes() -> torch.Tensor:

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from guard_helpers import quick_train_args, snapshot
+from tiny_case import make_case
 
 import RRLMedSAMLib.training.trainer as trainer
-from guard_helpers import quick_train_args, snapshot
 from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.training.run_state import read_run_state
-from tiny_case import make_case
+from RRLMedSAMLib.run.state import read_run_state
 
 
 def test_failed_run_is_marked_and_a_plain_retry_starts_afresh(

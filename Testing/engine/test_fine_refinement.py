@@ -15,7 +15,7 @@ from RRLMedSAMLib.geometry.working_grid import make_working_grid
 from RRLMedSAMLib.inference.fine_refinement import plan_fine_refinement
 from RRLMedSAMLib.inference.segmenter import load_trained_model
 from RRLMedSAMLib.models.instance_optimization import refine_displacement
-from RRLMedSAMLib.training.presets import get_preset
+from RRLMedSAMLib.run.presets import get_preset
 from RRLMedSAMLib.training.registration_stage import RegistrationObjective
 
 

@@ -7,9 +7,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from tiny_case import assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 from RRLMedSAMLib.inference.volume_calibration import read_volume_calibration
-from tiny_case import assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
 STEPS = ("--registration-steps", "40", "--segmentation-steps", "16")
 
@@ -71,7 +71,7 @@ def test_sigterm_checkpoints_the_last_completed_step(tiny_case: dict[str, Path],
     wait_for_step(out, "registration", 6, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130, process.stderr.read()[-3000:]
-    from RRLMedSAMLib.training.checkpoint import read_checkpoint
+    from RRLMedSAMLib.run.checkpoint import read_checkpoint
 
     _, meta, _ = read_checkpoint(out / "checkpoints" / "registration.safetensors")
     reported = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from RRLMedSAMLib.report.report import method_statement
-from RRLMedSAMLib.training.methods import METHODS
+from RRLMedSAMLib.run.methods import METHODS
 
 NO_WEIGHTS = {"name": "none", "reason": "no verified SAM checkpoint found in /home/user/.cache/rrlmedsam/weights"}
 VIT_B = {"name": "vit_b", "label": "SAM ViT-B (official)", "model_type": "vit_b", "parameters": 89670912,

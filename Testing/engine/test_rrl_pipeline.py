@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from RRLMedSAMLib.training.checkpoint import read_checkpoint
-from RRLMedSAMLib.training.run_folder import RunFolder
 from tiny_case import LABEL_IDS, assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
+
+from RRLMedSAMLib.run.checkpoint import read_checkpoint
+from RRLMedSAMLib.run.folder import RunFolder
 
 #: Long enough a stage 2 to interrupt it reliably, short enough for CI.
 STEPS = ("--teacher", "tiny", "--registration-steps", "8", "--distill-steps", "3", "--pretrain-steps", "4",

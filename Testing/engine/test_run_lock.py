@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from guard_helpers import engine_env, start_engine, wait_for
-from RRLMedSAMLib.io.folder_lock import FolderLock
-from RRLMedSAMLib.training.run_state import read_run_state
 from tiny_case import REPO, engine, make_case, train_args
+
+from RRLMedSAMLib.io.folder_lock import FolderLock
+from RRLMedSAMLib.run.state import read_run_state
 
 #: Long enough for the race to be decided while the winner trains; short enough to resume quickly.
 STEPS = ("--method", "plain", "--registration-steps", "12", "--segmentation-steps", "2", "--no-volume-calibration")
@@ -78,7 +79,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
 
 
 def test_run_state_reads_without_torch() -> None:
-    code = ("import sys; from RRLMedSAMLib.training.run_state import read_run_state; read_run_state('.'); "
+    code = ("import sys; from RRLMedSAMLib.run.state import read_run_state; read_run_state('.'); "
             "assert 'torch' not in sys.modules and 'SimpleITK' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=engine_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

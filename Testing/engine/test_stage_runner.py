@@ -11,7 +11,7 @@ from monai.transforms import Compose, Lambdad
 
 from RRLMedSAMLib.errors import CancelledError
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.training.checkpoint import read_checkpoint
+from RRLMedSAMLib.run.checkpoint import read_checkpoint
 from RRLMedSAMLib.training.stage_runner import run_stage
 
 
