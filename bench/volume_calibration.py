@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from RRLMedSAMLib.inference.volume_calibration import read_volume_calibration
 from RRLMedSAMLib.bench.tables import to_csv
 from RRLMedSAMLib.io.atomic import write_text_atomic
+from RRLMedSAMLib.registration.volume_calibration import read_volume_calibration
 
 #: Dice differences smaller than this count as ties.
 TIE = 5e-4

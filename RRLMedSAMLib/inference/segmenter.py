@@ -13,7 +13,7 @@ full resolution (:func:`RRLMedSAMLib.geometry.deformation.fuse_correction_on_sca
 silent network the segmentation is exactly ``warped_atlas_label``.
 
 With ``registration_ensemble`` > 1 the label fused with the correction is the majority vote of
-that many registrations from perturbed starts (:mod:`RRLMedSAMLib.inference.registration_ensemble`).
+that many registrations from perturbed starts (:mod:`RRLMedSAMLib.registration.ensemble`).
 With ``label_smoothing_mm`` > 0 the final segmentation (never ``warped_atlas_label``) is then
 smoothed structure by structure, keeping volumes (:mod:`RRLMedSAMLib.inference.label_smoothing`).
 """
@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -42,31 +42,28 @@ from RRLMedSAMLib.geometry.deformation import (
     write_displacement_field,
 )
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.inference.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
 from RRLMedSAMLib.inference.label_smoothing import AUTO, LabelSmoothing, apply_label_smoothing, atlas_roughness
-from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_DEFORMABLE, PredictorInputs
-from RRLMedSAMLib.inference.registration_ensemble import anatomy_centre, perturbed_prealignments, vote
-from RRLMedSAMLib.inference.volume_calibration import (
+from RRLMedSAMLib.inference.predictors import PREDICTORS, REGISTRATION_AFFINE_ONLY, PredictorInputs
+from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
+from RRLMedSAMLib.io.file_hash import sha256_file
+from RRLMedSAMLib.io.label_table import LabelEntry, classes_to_labels, labels_to_classes, read_label_table, write_label_table
+from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
+from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
+from RRLMedSAMLib.registration.ensemble import anatomy_centre, perturbed_prealignments, vote
+from RRLMedSAMLib.registration.register import Field, Registration, make_registration, register
+from RRLMedSAMLib.registration.volume_calibration import (
     VolumeCalibration,
     calibrated_voxel_counts,
     label_volumes_mm3,
     read_volume_calibration,
 )
-from RRLMedSAMLib.io.atomic import atomic_directory, write_json_atomic
-from RRLMedSAMLib.io.file_hash import sha256_file
-from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table, write_label_table
-from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem, write_image
-from RRLMedSAMLib.models.atlas_prior import PRIOR_FLOOR, restore_vanished_structures
-from RRLMedSAMLib.run.checkpoint import load_weights
 from RRLMedSAMLib.run.config import run_settings, run_working_grid
 from RRLMedSAMLib.run.folder import RunFolder, require_trained_model
 from RRLMedSAMLib.run.methods import Method
-from RRLMedSAMLib.run.networks import build_method_networks
+from RRLMedSAMLib.run.networks import load_run_networks
 from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.run.teacher import build_teacher
 from RRLMedSAMLib.sam.feature_cache import TeacherFeatureCache
-from RRLMedSAMLib.training.prepare import classes_to_labels, labels_to_classes
-from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan
 
 
 @dataclass
@@ -80,15 +77,14 @@ class TrainedModel:
     label_table: list[LabelEntry]
     atlas_image: sitk.Image
     atlas_label: sitk.Image
-    atlas_working: np.ndarray
     networks: dict[str, torch.nn.Module]
     device: torch.device
     method: Method
     predictor_inputs: PredictorInputs
     training_affines: dict[str, dict]
     """The training scans' pre-alignments keyed by file sha256 (empty for runs made before they were kept)."""
-    refinement: FineRefinement | None = None
-    """The fine-grid pass of every deformable registration (``None``: off, or no finer than the working grid)."""
+    registration: Registration | None = None
+    """The run's deformable registration, fine-grid pass included (``None``: the method has none, AutoSAM)."""
     label_smoothing_mm: LabelSmoothing = 0.0
     """Gaussian sigma (mm) of the volume-keeping smoothing of the final segmentation (0 = off), or ``"auto"``."""
     atlas_roughness: dict[int, float] | None = None
@@ -131,8 +127,8 @@ def load_trained_model(
 
     ``refinement_steps`` overrides the preset's fine-grid refinement iterations (0 = off);
     ``label_smoothing_mm`` smooths each final segmentation (:mod:`RRLMedSAMLib.inference.label_smoothing`);
-    ``registration_ensemble`` > 1 votes that many registrations (:mod:`RRLMedSAMLib.inference.registration_ensemble`);
-    ``volume_calibration`` applies the run's calibration if it has one (:mod:`RRLMedSAMLib.inference.volume_calibration`).
+    ``registration_ensemble`` > 1 votes that many registrations (:mod:`RRLMedSAMLib.registration.ensemble`);
+    ``volume_calibration`` applies the run's calibration if it has one (:mod:`RRLMedSAMLib.registration.volume_calibration`).
     """
     if registration_ensemble < 1:
         raise ValueError(f"a registration ensemble needs at least one member, not {registration_ensemble}")
@@ -142,16 +138,12 @@ def load_trained_model(
     atlas_image = read_scan(run.atlas_image, "Run folder atlas image")
     atlas_label = read_label(run.atlas_label, "Run folder atlas label")
     grid = run_working_grid(config, atlas_label)
-    networks = build_method_networks(method, preset, len(config["label_ids"]) + 1, settings, teacher_record)
-    load_weights(run.model, networks)
-    for module in networks.values():
-        module.to(device).eval()
-    atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    refinement = plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps)
-    coarse_steps = preset.instance_optimization_steps
-    if refinement is not None:
-        coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
-    inputs = PredictorInputs(method, replace(preset, instance_optimization_steps=coarse_steps), networks, atlas_working, device)
+    networks = load_run_networks(run, config, device)
+    registration = None
+    if "registration" in networks:
+        registration = make_registration(networks["registration"], atlas_image, atlas_label, grid, preset, device,
+                                         refinement_steps)
+    inputs = PredictorInputs(method, preset, networks, device)
     if method.family == "autosam":
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
@@ -159,7 +151,7 @@ def load_trained_model(
     training_affines = json.loads(run.prealignment.read_text()) if run.prealignment.is_file() else {}
     return TrainedModel(
         run, config, preset, grid, read_label_table(run.labels), atlas_image, atlas_label,
-        atlas_working, networks, device, method, inputs, training_affines, refinement, label_smoothing_mm,
+        networks, device, method, inputs, training_affines, registration, label_smoothing_mm,
         atlas_roughness(atlas_label) if label_smoothing_mm == AUTO else None, registration_ensemble,
         read_volume_calibration(run.root) if volume_calibration else None,
     )
@@ -190,16 +182,14 @@ def segment_scan(
     tick = time.perf_counter()
     scan_working = normalize_intensity(resample_to_grid(scan, model.grid, atlas_to_scan))
     prediction = PREDICTORS[model.method.family](model.predictor_inputs, scan_working)
-    timings["networks_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    ddf_grid, ddf = model.grid, prediction.ddf[0].float().cpu().numpy()
-    registration = prediction.registration
-    if model.refinement is not None and registration == REGISTRATION_DEFORMABLE:
-        ddf_grid = model.refinement.grid
-        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.device)
-        registration = f"{registration} + {model.refinement.describe()}"
-        timings["fine_refinement_s"] = time.perf_counter() - tick
+    if prediction.deformable:
+        assert model.registration is not None
+        field = register(model.registration, scan, atlas_to_scan, scan_working)
+    else:
+        field = Field(model.grid, np.zeros((3, *scan_working.shape), dtype=np.float32), REGISTRATION_AFFINE_ONLY)
+    timings["networks_s"] = time.perf_counter() - tick - (field.refinement_s or 0.0)
+    if field.refinement_s is not None:
+        timings["fine_refinement_s"] = field.refinement_s
     if on_registration is not None:
         on_registration(1)
 
@@ -210,7 +200,7 @@ def segment_scan(
         timings["registration_ensemble_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    displacement = compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf)
+    displacement = compose_scan_displacement(scan, atlas_to_scan, field.grid, field.ddf)
     warped_label = warp_atlas_to_scan(model.atlas_label, displacement, is_label=True)
     restored: list[int] = []
     if prediction.correction is None:
@@ -243,7 +233,7 @@ def segment_scan(
             write_image(prompt_mask, folder / "prompt_mask.nii.gz")
         timings["writing_s"] = time.perf_counter() - tick
         report = _quality_report(model, image_path, scan, segmentation, displacement, timings)
-        report |= {"method": model.method.name, "registration": registration,
+        report |= {"method": model.method.name, "registration": field.describe,
                    "prealignment": "reused from training" if known is not None else "computed",
                    "atlas_prior": model.preset.atlas_prior, "registration_ensemble": model.ensemble_members,
                    "label_smoothing_mm": model.label_smoothing_mm,
@@ -279,18 +269,12 @@ def perturbed_registration_labels(
 def register_atlas_label(model: TrainedModel, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> sitk.Image:
     """The atlas label warped onto ``scan`` by the run's deformable registration from the affine ``atlas_to_scan``.
 
-    The registration network with instance optimisation on the working grid, then the fine-grid
-    refinement when the run has one: what ``segment`` does to every scan.
+    :func:`~RRLMedSAMLib.registration.register.register`, as for every scan ``segment`` registers.
     """
-    inputs = model.predictor_inputs
-    scan_working = normalize_intensity(resample_to_grid(scan, model.grid, atlas_to_scan))
-    ddf = register_atlas_to_scan(model.networks["registration"], inputs.atlas_working, scan_working, inputs.preset,
-                                 model.device)[0].float().cpu().numpy()
-    ddf_grid = model.grid
-    if model.refinement is not None:
-        ddf_grid = model.refinement.grid
-        ddf = refine_on_fine_grid(model.refinement, scan, atlas_to_scan, model.grid, ddf, model.device)
-    return warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, atlas_to_scan, ddf_grid, ddf), is_label=True)
+    assert model.registration is not None
+    field = register(model.registration, scan, atlas_to_scan)
+    return warp_atlas_to_scan(model.atlas_label, compose_scan_displacement(scan, atlas_to_scan, field.grid, field.ddf),
+                              is_label=True)
 
 
 def _calibration_report(model: TrainedModel, calibrated: dict[int, int], volumes_before_mm3: dict[int, float],

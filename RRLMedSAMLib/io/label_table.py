@@ -11,6 +11,7 @@ import colorsys
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,3 +168,16 @@ def build_label_table(
         known.update({e.id: e for e in read_label_table(table_path)})
     aseg = looks_like_aseg(ids)
     return [known.get(i, default_entry(i, aseg)) for i in ids]
+
+
+def labels_to_classes(label: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """Map label ids to class indices (0 = background, ``k`` = ``label_ids[k-1]``; unknown ids -> 0)."""
+    lookup = np.zeros(int(max(label.max(), max(label_ids))) + 1, dtype=np.int64)
+    lookup[np.asarray(label_ids)] = np.arange(1, len(label_ids) + 1)
+    return lookup[label.astype(np.int64)]
+
+
+def classes_to_labels(classes: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`labels_to_classes` (uint16 ids)."""
+    lookup = np.concatenate([[0], np.asarray(label_ids)]).astype(np.uint16)
+    return lookup[classes]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
+from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 
 #: Probability floor of the prior: a correction must exceed ``log(1 / PRIOR_FLOOR)`` (4.6) to flip a voxel.
 PRIOR_FLOOR = 0.01

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +30,7 @@ from torch import nn
 from ..errors import InputError
 from ..sam.checkpoints import VerifiedCheckpoint, load_state_dict, submodule_state_dict
 from ..sam.modeling import sam_modeling_module
+from .sam_teacher import SamTeacher
 
 HEAD_KINDS = ("vit", "cnn", "linear")
 SAM_EMBED_DIM = 256
@@ -211,3 +213,15 @@ def slice_logits_to_volume(logits: torch.Tensor, volume_shape: tuple[int, int, i
         raise ValueError(f"{logits.shape[0]} slices for a volume with {volume_shape[axis]} slices along axis {axis}")
     resized = F.interpolate(logits, size=tuple(in_plane), mode="bilinear", align_corners=False)
     return resized.permute(1, 0, 2, 3).movedim(1, 1 + axis)
+
+
+@torch.no_grad()
+def predict_autosam_volume(
+    head: nn.Module, teacher: SamTeacher, volume_features: torch.Tensor, shape_zyx: tuple[int, int, int], batch: int = 16
+) -> np.ndarray:
+    """Class probabilities ``(K, D, H, W)`` on the working grid from a volume's teacher features ``(256, n, g, g)``."""
+    device = next(head.parameters()).device
+    slices = features_to_slices(volume_features)
+    logits = torch.cat([head(slices[i:i + batch].to(device).float()).cpu() for i in range(0, len(slices), batch)])
+    volume = slice_logits_to_volume(logits, shape_zyx, teacher.axis)
+    return torch.softmax(volume, dim=0).numpy()

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from RRLMedSAMLib.models.ap_decoder import APDecoder
 from RRLMedSAMLib.models.autosam_heads import build_autosam_head
 from RRLMedSAMLib.models.distillation_losses import DistillationCriterion
 from RRLMedSAMLib.models.encoder3d import Encoder3D, count_parameters
-from RRLMedSAMLib.models.registration_network import RegistrationNetwork
 from RRLMedSAMLib.models.segmentation_decoder import SegmentationDecoder
 from RRLMedSAMLib.models.segmentation_network import SegmentationNetwork
+from RRLMedSAMLib.registration.network import RegistrationNetwork
+from RRLMedSAMLib.run.checkpoint import load_weights
+from RRLMedSAMLib.run.config import run_settings
+from RRLMedSAMLib.run.folder import RunFolder
 from RRLMedSAMLib.run.methods import Method
 from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.run.rrl_settings import RRLSettings
@@ -110,3 +114,13 @@ def rrl_parameter_counts(networks: dict[str, nn.Module]) -> dict[str, Any]:
         counts["distillation_projection"] = count_parameters(networks["distillation"])
     counts["total"] = counts["registration"] + counts["segmentation"]
     return counts
+
+
+def load_run_networks(run: RunFolder, config: dict, device: torch.device) -> dict[str, nn.Module]:
+    """A finished run's networks (``config`` its stored configuration) with their trained weights, in eval mode on ``device``."""
+    method, preset, settings, teacher_record = run_settings(config)
+    networks = build_method_networks(method, preset, len(config["label_ids"]) + 1, settings, teacher_record)
+    load_weights(run.model, networks)
+    for module in networks.values():
+        module.to(device).eval()
+    return networks

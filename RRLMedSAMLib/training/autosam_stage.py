@@ -15,8 +15,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.models.autosam_heads import features_to_slices, labels_to_slices, slice_logits_to_volume
-from RRLMedSAMLib.models.sam_teacher import SamTeacher
+from RRLMedSAMLib.models.autosam_heads import features_to_slices, labels_to_slices
 from RRLMedSAMLib.run.networks import build_method_networks
 from RRLMedSAMLib.run.teacher import build_teacher
 from RRLMedSAMLib.sam.checkpoints import VerifiedCheckpoint, verify_checkpoint
@@ -77,14 +76,3 @@ def train_autosam(ctx: TrainingContext) -> dict[str, nn.Module]:
               {"head": head}, {"adam": adam})
     return networks
 
-
-@torch.no_grad()
-def predict_autosam_volume(
-    head: nn.Module, teacher: SamTeacher, volume_features: torch.Tensor, shape_zyx: tuple[int, int, int], batch: int = 16
-) -> np.ndarray:
-    """Class probabilities ``(K, D, H, W)`` on the working grid from a volume's teacher features ``(256, n, g, g)``."""
-    device = next(head.parameters()).device
-    slices = features_to_slices(volume_features)
-    logits = torch.cat([head(slices[i:i + batch].to(device).float()).cpu() for i in range(0, len(slices), batch)])
-    volume = slice_logits_to_volume(logits, shape_zyx, teacher.axis)
-    return torch.softmax(volume, dim=0).numpy()

@@ -11,12 +11,13 @@ from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.registration.register import register_on_grid
+from RRLMedSAMLib.registration.spatial_transformer import warp_classes
 from RRLMedSAMLib.run.folder import RunFolder
 from RRLMedSAMLib.run.methods import Method
 from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.training.prepare import PreparedData
-from RRLMedSAMLib.training.registration_stage import register_atlas_to_scan, warp_classes
 from RRLMedSAMLib.training.stage_runner import run_stage
 
 
@@ -62,7 +63,7 @@ class TrainingContext:
         self.progress.start_stage("pseudo_labels", len(data.scans), "warping the atlas label onto every scan")
         labels = []
         for index, scan in enumerate(data.scans):
-            ddf = register_atlas_to_scan(registration, data.atlas_image, scan, self.preset, self.device)
+            ddf = register_on_grid(registration, data.atlas_image, scan, self.preset, self.device)
             labels.append(warp_classes(data.atlas_classes, data.num_classes, ddf))
             self.progress.update(index + 1, message=f"pseudo label of {data.scan_names[index]}")
         classes = np.stack(labels)

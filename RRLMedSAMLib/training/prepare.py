@@ -23,6 +23,7 @@ from RRLMedSAMLib.geometry.affine import affine_from_dict, affine_to_dict, preal
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.io.file_hash import sha256_file
+from RRLMedSAMLib.io.label_table import labels_to_classes
 from RRLMedSAMLib.io.volumes import check_atlas_label, fit_label_to_image, read_label, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter
 
@@ -61,19 +62,6 @@ def read_atlas(image_path: str | os.PathLike, label_path: str | os.PathLike) -> 
     check_atlas_label(label, label_path)
     ids = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(label)) if v != 0]
     return Atlas(image, label, ids)
-
-
-def labels_to_classes(label: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
-    """Map label ids to class indices (0 = background, ``k`` = ``label_ids[k-1]``; unknown ids -> 0)."""
-    lookup = np.zeros(int(max(label.max(), max(label_ids))) + 1, dtype=np.int64)
-    lookup[np.asarray(label_ids)] = np.arange(1, len(label_ids) + 1)
-    return lookup[label.astype(np.int64)]
-
-
-def classes_to_labels(classes: np.ndarray, label_ids: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`labels_to_classes` (uint16 ids)."""
-    lookup = np.concatenate([[0], np.asarray(label_ids)]).astype(np.uint16)
-    return lookup[classes]
 
 
 def check_scan_paths(paths: Sequence[str | os.PathLike]) -> None:

@@ -37,13 +37,14 @@ from torch import nn
 from RRLMedSAMLib.models.atlas_prior import fuse_with_prior, perturbed_prior, torch_generator
 from RRLMedSAMLib.models.distillation_losses import DistillationCriterion
 from RRLMedSAMLib.models.mutual_ema import MutualEMA
-from RRLMedSAMLib.models.spatial_transformer import SpatialTransformer
+from RRLMedSAMLib.registration.losses import RegistrationObjective
+from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 from RRLMedSAMLib.run.networks import build_rrl_networks
 from RRLMedSAMLib.run.teacher import build_teacher
 from RRLMedSAMLib.training.augmentation import augment, make_augmentation
 from RRLMedSAMLib.training.context import TrainingContext
 from RRLMedSAMLib.training.distill_data import collect_distill_paths, prepare_distill_volumes
-from RRLMedSAMLib.training.registration_stage import RegistrationObjective, make_registration_step, registration_pair
+from RRLMedSAMLib.training.registration_stage import make_registration_step, registration_pair
 from RRLMedSAMLib.training.segmentation_stage import batch_dice, sample_training_volumes
 from RRLMedSAMLib.training.stage_runner import StepResult
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features

@@ -44,13 +44,9 @@ from RRLMedSAMLib.run.networks import build_networks, parameter_counts, rrl_para
 from RRLMedSAMLib.run.presets import Preset, get_preset
 from RRLMedSAMLib.run.rrl_settings import RRLSettings, get_rrl_settings
 from RRLMedSAMLib.run.state import FAILED, FINISHED, INTERRUPTED, RUNNING, write_run_state
-from RRLMedSAMLib.run.teacher import (
-    resolve_teacher,
-    teacher_log_line,
-    teacher_parameter_count,
-    teacher_summary,
-)
+from RRLMedSAMLib.run.teacher import resolve_teacher, teacher_log_line, teacher_parameter_count, teacher_summary
 from RRLMedSAMLib.training.autosam_stage import train_autosam
+from RRLMedSAMLib.training.calibration_stage import calibrate_run
 from RRLMedSAMLib.training.context import TrainingContext
 from RRLMedSAMLib.training.distill_data import collect_distill_paths
 from RRLMedSAMLib.training.prepare import (
@@ -91,7 +87,7 @@ class TrainRequest:
     ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
     slice size, stage lengths...; ``None`` values ignored). ``share_stages_from``: finished run folders
     whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``).
-    ``volume_calibration``: end with the volume calibration stage (``inference/calibration_stage.py``)."""
+    ``volume_calibration``: end with the volume calibration stage (``training/calibration_stage.py``)."""
 
 
 def _inputs_config(request: TrainRequest) -> dict:
@@ -301,9 +297,7 @@ def train_plain(ctx: TrainingContext) -> dict[str, nn.Module]:
 
 
 def _calibrate_volumes(run: RunFolder, device: torch.device, progress: ProgressReporter) -> dict:
-    """The finished run's volume calibration (the inference package builds on this module, hence the late import)."""
-    from RRLMedSAMLib.inference.calibration_stage import calibrate_run
-
+    """The finished run's volume calibration (:mod:`RRLMedSAMLib.training.calibration_stage`)."""
     return calibrate_run(run.root, device, progress)
 
 

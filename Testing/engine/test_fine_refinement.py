@@ -12,11 +12,11 @@ import torch
 
 from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_ddf, voxel_ddf_to_mm
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
-from RRLMedSAMLib.inference.fine_refinement import plan_fine_refinement
 from RRLMedSAMLib.inference.segmenter import load_trained_model
-from RRLMedSAMLib.models.instance_optimization import refine_displacement
+from RRLMedSAMLib.registration.fine_refinement import plan_fine_refinement
+from RRLMedSAMLib.registration.instance_optimization import refine_displacement
+from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.run.presets import get_preset
-from RRLMedSAMLib.training.registration_stage import RegistrationObjective
 
 
 def _oblique_label(spacing: tuple[float, float, float] = (0.8, 1.2, 2.0)) -> sitk.Image:
@@ -96,8 +96,10 @@ def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_finer_pass_fo
     config["preset"]["refinement_coarse_steps"] = 2
     (run / "config.json").write_text(json.dumps(config))
     model = load_trained_model(run, torch.device("cpu"))
-    assert model.refinement is not None and model.refinement.steps == model.preset.refinement_steps == 3
-    assert model.predictor_inputs.preset.instance_optimization_steps == 2
-    unrefined = load_trained_model(run, torch.device("cpu"), refinement_steps=0)
-    assert unrefined.refinement is None
-    assert unrefined.predictor_inputs.preset.instance_optimization_steps == model.preset.instance_optimization_steps == 5
+    registration = model.registration
+    assert registration is not None and registration.refinement is not None
+    assert registration.refinement.steps == model.preset.refinement_steps == 3
+    assert registration.preset.instance_optimization_steps == 2
+    unrefined = load_trained_model(run, torch.device("cpu"), refinement_steps=0).registration
+    assert unrefined is not None and unrefined.refinement is None
+    assert unrefined.preset.instance_optimization_steps == model.preset.instance_optimization_steps == 5

@@ -8,15 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from tiny_case import LABEL_IDS, engine
 
 from RRLMedSAMLib.inference.label_smoothing import (
-    apply_label_smoothing, atlas_roughness, smooth_labels_keeping_volumes, smooth_labels_matching_atlas,
-)
-from RRLMedSAMLib.inference.volume_calibration import (
-    RECOVERY_RANGE, calibrated_voxel_counts, label_volumes_mm3, read_volume_calibration,
+    apply_label_smoothing,
+    atlas_roughness,
+    smooth_labels_keeping_volumes,
+    smooth_labels_matching_atlas,
 )
 from RRLMedSAMLib.progress import PROGRESS_MARKER
-from tiny_case import LABEL_IDS, engine
+from RRLMedSAMLib.registration.volume_calibration import (
+    RECOVERY_RANGE,
+    calibrated_voxel_counts,
+    label_volumes_mm3,
+    read_volume_calibration,
+)
 
 OUTPUTS = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz", "warped_atlas_image.nii.gz",
            "deformation.nrrd", "qc.json")

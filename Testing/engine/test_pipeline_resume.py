@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny_case import assert_same_weights, copy_prepared, engine, start_training, train_args, wait_for_step
 
-from RRLMedSAMLib.inference.volume_calibration import read_volume_calibration
+from RRLMedSAMLib.registration.volume_calibration import read_volume_calibration
 
 STEPS = ("--registration-steps", "40", "--segmentation-steps", "16")
 

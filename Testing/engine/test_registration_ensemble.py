@@ -10,16 +10,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from tiny_case import LABEL_IDS, engine
 
 from RRLMedSAMLib.geometry.affine import affine_from_dict
-from RRLMedSAMLib.inference.registration_ensemble import (
-    ROTATION_SD_DEG, SHIFT_SD_MM, anatomy_centre, perturbed_prealignments, vote,
-)
 from RRLMedSAMLib.inference.segmenter import load_trained_model, perturbed_registration_labels, segment_scan
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.volumes import read_label, read_scan
 from RRLMedSAMLib.progress import parse_progress_line
-from tiny_case import LABEL_IDS, engine
+from RRLMedSAMLib.registration.ensemble import (
+    ROTATION_SD_DEG,
+    SHIFT_SD_MM,
+    anatomy_centre,
+    perturbed_prealignments,
+    vote,
+)
 
 CENTRE = (10.0, -4.0, 7.0)
 

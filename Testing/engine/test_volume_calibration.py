@@ -1,4 +1,4 @@
-"""Volume calibration (:mod:`RRLMedSAMLib.inference.volume_calibration`) on small real images."""
+"""Volume calibration (:mod:`RRLMedSAMLib.registration.volume_calibration`) on small real images."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from RRLMedSAMLib.inference.calibration_stage import calibration_skip_reason
 from RRLMedSAMLib.inference.label_smoothing import AUTO, apply_label_smoothing, atlas_roughness
-from RRLMedSAMLib.inference.volume_calibration import (
-    CALIBRATION_SCALES, MAX_CALIBRATED_STRUCTURES, RECOVERY_RANGE, VolumeCalibration, calibrated_voxel_counts, label_volumes_mm3,
-    measure_volume_recovery, recovery_estimate, scaled_about, structure_sphere,
+from RRLMedSAMLib.registration.volume_calibration import (
+    CALIBRATION_SCALES,
+    MAX_CALIBRATED_STRUCTURES,
+    RECOVERY_RANGE,
+    VolumeCalibration,
+    calibrated_voxel_counts,
+    label_volumes_mm3,
+    measure_volume_recovery,
+    recovery_estimate,
+    scaled_about,
+    structure_sphere,
 )
+from RRLMedSAMLib.training.calibration_stage import calibration_skip_reason
 
 SPACING_XYZ = (0.9, 1.1, 1.6)
 SHAPE_ZYX = (28, 44, 48)

@@ -1,8 +1,9 @@
 """The last stage of ``train``: measure a finished run's volume calibration on its training scans.
 
-Runs the registration exactly as ``segment`` does (fresh affine pre-alignment, network, instance
-optimisation, fine-grid refinement), on the run's first :data:`MAX_CALIBRATION_SCANS` scans
-and on their synthetically resized copies (:mod:`RRLMedSAMLib.inference.volume_calibration`).
+Runs the registration exactly as ``segment`` does (fresh affine pre-alignment, then
+:func:`RRLMedSAMLib.registration.register.register`: network, instance optimisation, fine-grid
+refinement), on the run's first :data:`MAX_CALIBRATION_SCANS` scans and on their synthetically
+resized copies (:mod:`RRLMedSAMLib.registration.volume_calibration`).
 The result is written atomically to ``volume_calibration.json``; a resumed training that finds it
 does not measure again.
 """
@@ -15,8 +16,12 @@ import SimpleITK as sitk
 import torch
 
 from RRLMedSAMLib.geometry.affine import prealign_to_atlas
-from RRLMedSAMLib.inference.segmenter import load_trained_model, register_atlas_label
-from RRLMedSAMLib.inference.volume_calibration import (
+from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, warp_atlas_to_scan
+from RRLMedSAMLib.io.atomic import write_json_atomic
+from RRLMedSAMLib.io.volumes import read_label, read_scan, volume_stem
+from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.registration.register import make_registration, register
+from RRLMedSAMLib.registration.volume_calibration import (
     CALIBRATION_FILE,
     CALIBRATION_SCALES,
     MAX_CALIBRATED_STRUCTURES,
@@ -25,11 +30,9 @@ from RRLMedSAMLib.inference.volume_calibration import (
     measure_volume_recovery,
     read_volume_calibration,
 )
-from RRLMedSAMLib.io.atomic import write_json_atomic
-from RRLMedSAMLib.io.volumes import read_scan, volume_stem
-from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.run.config import run_settings
+from RRLMedSAMLib.run.config import run_settings, run_working_grid
 from RRLMedSAMLib.run.folder import RunFolder, require_trained_model
+from RRLMedSAMLib.run.networks import load_run_networks
 
 STAGE = "volume_calibration"
 
@@ -52,9 +55,15 @@ def calibrate_run(run_root: Path, device: torch.device, progress: ProgressReport
     reason = calibration_skip_reason(run_settings(config)[0].family, len(config["label_ids"]))
     if reason is not None:
         return {"applied": False, "reason": reason}
-    model = load_trained_model(run_root, device)
-    paths = [Path(entry["path"]) for entry in model.config["inputs"]["images"]][:MAX_CALIBRATION_SCANS]
-    registrations = len(paths) * (1 + len(model.label_ids) * len(CALIBRATION_SCALES))
+    run = RunFolder(Path(run_root))
+    preset, seed, label_ids = run_settings(config)[1], int(config["seed"]), [int(v) for v in config["label_ids"]]
+    atlas_image = read_scan(run.atlas_image, "Run folder atlas image")
+    atlas_label = read_label(run.atlas_label, "Run folder atlas label")
+    grid = run_working_grid(config, atlas_label)
+    registration = make_registration(load_run_networks(run, config, device)["registration"], atlas_image, atlas_label,
+                                     grid, preset, device)
+    paths = [Path(entry["path"]) for entry in config["inputs"]["images"]][:MAX_CALIBRATION_SCANS]
+    registrations = len(paths) * (1 + len(label_ids) * len(CALIBRATION_SCALES))
     progress.start_stage(STAGE, registrations, f"measuring how far the registration follows size changes "
                                                f"({len(paths)} scan(s), {registrations} registrations)")
     done = 0
@@ -64,14 +73,15 @@ def calibrate_run(run_root: Path, device: torch.device, progress: ProgressReport
         done += 1
         progress.update(done, message=f"registration {done} of {registrations}")
 
-    def register(scan: sitk.Image) -> sitk.Image:
-        start = prealign_to_atlas(model.atlas_image, scan, model.grid, iterations=model.preset.affine_iterations,
-                                  seed=int(model.config["seed"]))
-        return register_atlas_label(model, scan, start)
+    def register_label(scan: sitk.Image) -> sitk.Image:
+        start = prealign_to_atlas(atlas_image, scan, grid, iterations=preset.affine_iterations, seed=seed)
+        field = register(registration, scan, start)
+        displacement = compose_scan_displacement(scan, start, field.grid, field.ddf)
+        return warp_atlas_to_scan(atlas_label, displacement, is_label=True)
 
     with torch.no_grad():
         scans = [(volume_stem(path), read_scan(path, "Image")) for path in paths]
-        calibration = measure_volume_recovery(register, scans, model.label_ids, registered)
+        calibration = measure_volume_recovery(register_label, scans, label_ids, registered)
     write_json_atomic(Path(run_root) / CALIBRATION_FILE, calibration.to_dict())
     progress.end_stage(", ".join(f"label {k}: recovery {v:.2f}" for k, v in calibration.recovery.items()))
     return _summary(calibration)

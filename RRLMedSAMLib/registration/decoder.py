@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from RRLMedSAMLib.models.encoder3d import conv_block
-from RRLMedSAMLib.models.spatial_transformer import VelocityIntegrator
+from RRLMedSAMLib.registration.spatial_transformer import VelocityIntegrator
 
 
 class RegistrationDecoder(nn.Module):

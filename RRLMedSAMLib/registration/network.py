@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from RRLMedSAMLib.models.encoder3d import Encoder3D
-from RRLMedSAMLib.models.registration_decoder import RegistrationDecoder
+from RRLMedSAMLib.registration.decoder import RegistrationDecoder
 
 
 class RegistrationNetwork(nn.Module):

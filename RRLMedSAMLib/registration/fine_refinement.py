@@ -21,9 +21,9 @@ import torch
 
 from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.models.instance_optimization import refine_displacement
+from RRLMedSAMLib.registration.instance_optimization import refine_displacement
+from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.run.presets import Preset
-from RRLMedSAMLib.training.registration_stage import RegistrationObjective
 
 #: The refinement grid is used only when its voxels are at most this fraction of the working grid's.
 MIN_RESOLUTION_GAIN = 0.9

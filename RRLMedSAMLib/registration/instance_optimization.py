@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from RRLMedSAMLib.models.registration_decoder import RegistrationDecoder
+from RRLMedSAMLib.registration.decoder import RegistrationDecoder
 
 
 def _optimise_residual(
@@ -74,7 +74,7 @@ def refine_displacement(
 ) -> torch.Tensor:
     """``initial_ddf`` ``(B, 3, D, H, W)`` (voxels) plus a residual optimised on this pair, same shape.
 
-    The second, finer pass of instance optimisation (:mod:`RRLMedSAMLib.inference.fine_refinement`):
+    The second, finer pass of instance optimisation (:mod:`RRLMedSAMLib.registration.fine_refinement`):
     the residual has one vector per voxel; ``objective(moving, fixed, ddf) -> (loss, parts)``
     scores the total displacement, so its smoothness term keeps the sum smooth. 0 steps return
     ``initial_ddf``.

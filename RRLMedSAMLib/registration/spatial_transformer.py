@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
@@ -40,3 +41,12 @@ class VelocityIntegrator(nn.Module):
 
     def forward(self, velocity: torch.Tensor) -> torch.Tensor:
         return self.integrate(velocity)
+
+
+@torch.no_grad()
+def warp_classes(classes: np.ndarray, num_classes: int, ddf: torch.Tensor) -> np.ndarray:
+    """Warp a class map ``(D, H, W)`` by ``ddf`` ``(1, 3, D, H, W)`` (voxels) via its one-hot encoding (smooth boundaries) -> argmax."""
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(classes).long(), num_classes)
+    one_hot = one_hot.permute(3, 0, 1, 2)[None].float().to(ddf.device)
+    warped = SpatialTransformer()(one_hot, ddf)
+    return warped.argmax(dim=1)[0].cpu().numpy().astype(np.int64)

@@ -1,0 +1,128 @@
+"""Registering the atlas onto one scan: the single path every caller goes through.
+
+Two levels, both here:
+
+* :func:`register_on_grid` - the registration network's prediction refined by instance
+  optimisation, between two arrays already on the working grid. Training's pseudo labels call it
+  directly (their scans are prepared working-grid arrays), and :func:`register` builds on it.
+* :func:`register` - one scan on its own grid, from an affine start: resample onto the working
+  grid, :func:`register_on_grid`, then the fine-grid refinement when the run has one. ``segment``
+  (every registration, ensemble members included) and the volume calibration call it.
+
+Displacements follow the working grid's conventions (:mod:`RRLMedSAMLib.geometry.working_grid`):
+arrays ``(3, D, H, W)`` (tensors ``(1, 3, D, H, W)``) in voxels of the grid they live on,
+components in ``(z, y, x)`` order, resampling direction (atlas point = grid point + displacement,
+in the pre-aligned frame). :func:`RRLMedSAMLib.geometry.deformation.compose_scan_displacement`
+turns one into a physical field on the scan's grid.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
+from RRLMedSAMLib.registration.instance_optimization import refine_registration
+from RRLMedSAMLib.registration.losses import RegistrationObjective
+from RRLMedSAMLib.registration.network import RegistrationNetwork
+from RRLMedSAMLib.run.presets import Preset
+
+#: ``qc.json``'s ``registration`` entry for the working-grid part of :func:`register`.
+REGISTRATION_DEFORMABLE = "affine + deformable network + instance optimisation"
+
+
+def register_on_grid(
+    network: RegistrationNetwork, atlas: np.ndarray, scan: np.ndarray, preset: Preset, device: torch.device
+) -> torch.Tensor:
+    """Displacement ``(1, 3, D, H, W)`` (working-grid voxels) warping ``atlas`` onto ``scan``.
+
+    ``atlas`` and ``scan`` are working-grid arrays ``(D, H, W)`` with intensities in [0, 1] (the
+    scan already pre-aligned). The network's prediction refined by
+    ``preset.instance_optimization_steps`` of instance optimisation.
+    """
+    network.eval()
+    moving = torch.from_numpy(atlas)[None, None].to(device)
+    fixed = torch.from_numpy(scan)[None, None].to(device)
+    with torch.no_grad():
+        _, flow = network(moving, fixed)
+    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+    return refine_registration(network.decoder, objective, moving, fixed, flow, preset.instance_optimization_steps)
+
+
+@dataclass
+class Registration:
+    """A run's registration, ready to apply to scans.
+
+    Attributes:
+        network: the trained registration network (eval mode, on ``device``).
+        atlas_working: the atlas image on ``grid``, ``(D, H, W)`` float32 in [0, 1].
+        grid: the run's working grid (atlas space).
+        preset: the run's preset, its ``instance_optimization_steps`` already those of the
+            working-grid pass (fewer when the fine-grid refinement follows).
+        refinement: the fine-grid pass, or ``None`` (off, or no finer than ``grid``).
+        device: where the network and the optimisation run.
+    """
+
+    network: RegistrationNetwork
+    atlas_working: np.ndarray
+    grid: WorkingGrid
+    preset: Preset
+    refinement: FineRefinement | None
+    device: torch.device
+
+
+def make_registration(
+    network: RegistrationNetwork, atlas_image: sitk.Image, atlas_label: sitk.Image, grid: WorkingGrid,
+    preset: Preset, device: torch.device, refinement_steps: int | None = None,
+) -> Registration:
+    """The :class:`Registration` of a run (``refinement_steps`` overrides the preset's fine-grid iterations; 0 = off)."""
+    refinement = plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps)
+    coarse_steps = preset.instance_optimization_steps
+    if refinement is not None:
+        coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
+    atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
+    return Registration(network, atlas_working, grid, replace(preset, instance_optimization_steps=coarse_steps),
+                        refinement, device)
+
+
+@dataclass
+class Field:
+    """An atlas->scan displacement: ``ddf`` ``(3, D, H, W)`` float32 in voxels of ``grid`` (see the module notes).
+
+    ``describe`` says how it was made (``qc.json``'s ``registration`` entry); ``refinement_s`` the
+    seconds the fine-grid pass took (``None`` without one).
+    """
+
+    grid: WorkingGrid
+    ddf: np.ndarray
+    describe: str
+    refinement_s: float | None = None
+
+
+@torch.no_grad()
+def register(
+    model: Registration, scan: sitk.Image, start: sitk.Transform, scan_working: np.ndarray | None = None
+) -> Field:
+    """The run's deformable registration of the atlas onto ``scan`` (any grid) from the affine ``start``.
+
+    ``start`` is the atlas->scan pre-alignment (a SimpleITK transform in LPS mm, mapping atlas
+    points to scan points, as :func:`RRLMedSAMLib.geometry.affine.prealign_to_atlas` returns).
+    ``scan_working`` is the scan already resampled onto ``model.grid`` through ``start`` and
+    normalised (computed here when ``None``). Returns the field on the fine grid when the run
+    refines, else on the working grid.
+    """
+    if scan_working is None:
+        scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
+    ddf = register_on_grid(model.network, model.atlas_working, scan_working, model.preset, model.device)
+    ddf_zyx = ddf[0].float().cpu().numpy()
+    if model.refinement is None:
+        return Field(model.grid, ddf_zyx, REGISTRATION_DEFORMABLE)
+    tick = time.perf_counter()
+    refined = refine_on_fine_grid(model.refinement, scan, start, model.grid, ddf_zyx, model.device)
+    return Field(model.refinement.grid, refined, f"{REGISTRATION_DEFORMABLE} + {model.refinement.describe()}",
+                 time.perf_counter() - tick)
