@@ -9,11 +9,11 @@ the full traceback, and exit code 1. A user never sees a raw traceback.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import importlib.util
-import signal
-import datetime
 import os
+import signal
 import sys
 import tempfile
 import traceback

@@ -55,7 +55,7 @@ def summary(scores: dict[str, dict[str, float]], selection: set[str], recovery: 
     lines = ["| segment | all scans | selection | held out |", "| --- | ---: | ---: | ---: |"]
     for mode in ("uncalibrated", "calibrated"):
         values = scores[mode]
-        part = lambda names: f"{np.mean([values[c] for c in names]):.4f}" if names else "–"  # noqa: E731
+        part = lambda names, values=values: f"{np.mean([values[c] for c in names]):.4f}" if names else "–"  # noqa: E731
         lines.append(f"| {mode} | {part(cases)} | {part(sorted(selection & set(cases)))} | {part(held)} |")
     change = [scores["calibrated"][c] - scores["uncalibrated"][c] for c in cases]
     lines += ["", f"Paired: {np.mean(change):+.4f}; better on {sum(d > TIE for d in change)}, worse on "

@@ -18,9 +18,10 @@ import os
 import re
 import shutil
 import tempfile
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
+
+import tomllib
 
 ENGINE_DISTRIBUTION = "RRLMedSAMLib"
 TORCH_REQUIREMENT = ">=2.1"

@@ -346,7 +346,7 @@ class EngineProcess:
         for process in tree:
             children = getattr(process, "children", None)
             if children is not None:
-                survivors.extend(_quietly(lambda: children(recursive=True)) or [])
+                survivors.extend(_quietly(lambda found=children: found(recursive=True)) or [])
         for process in survivors:
             _quietly(process.kill)
 

@@ -11,7 +11,11 @@ from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.label_table import LabelEntry, read_label_table
 from RRLMedSAMLib.io.volumes import ensure_writable_folder
 from RRLMedSAMLib.metrics.evaluation import (
-    SCORING_RULES, _prediction_files, evaluate_pairs, find_pairs, write_metrics,
+    SCORING_RULES,
+    _prediction_files,
+    evaluate_pairs,
+    find_pairs,
+    write_metrics,
 )
 
 

@@ -7,7 +7,6 @@ import argparse
 from RRLMedSAMLib.data.brain_dataset import make_brain_dataset
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--labelmaps", required=True, help="folder of label maps (e.g. SynthSeg training_seg_XX.nii.gz)")

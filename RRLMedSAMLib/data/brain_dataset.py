@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from RRLMedSAMLib.data.synth_brain import IntensityStats, brain_only, load_reference_stats, paint_t1, subject_seed
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.io.label_table import default_entry, write_label_table
 from RRLMedSAMLib.io.atomic import write_text_atomic
+from RRLMedSAMLib.io.label_table import default_entry, write_label_table
 from RRLMedSAMLib.io.volumes import SUPPORTED_SUFFIXES, ensure_writable_folder, read_label, volume_stem, write_image
 
 DATASET_README = """# Synthetic-contrast brain dataset

@@ -12,7 +12,6 @@ import SimpleITK as sitk
 
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity
 
-
 #: Initial rotations (Euler angles, radians) tried before the rigid stage: none, +-90 degrees about
 #: the superior axis, and 180 degrees about the left-right axis (scans stored upside down).
 INITIAL_ROTATIONS = ((0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, 0.0, -np.pi / 2), (np.pi, 0.0, 0.0))

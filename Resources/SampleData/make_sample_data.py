@@ -34,8 +34,8 @@ from scipy import ndimage
 
 from RRLMedSAMLib.data.brain_dataset import paint_subject
 from RRLMedSAMLib.data.synth_brain import IntensityStats, bounding_box, load_reference_stats
-from RRLMedSAMLib.io.label_table import LabelEntry, default_entry, write_label_table
 from RRLMedSAMLib.io.atomic import write_text_atomic
+from RRLMedSAMLib.io.label_table import LabelEntry, default_entry, write_label_table
 from RRLMedSAMLib.io.volumes import read_label, write_image
 
 HERE = Path(__file__).resolve().parent

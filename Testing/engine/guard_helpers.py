@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
 from tiny_case import REPO, train_args
 
 #: The quickest training that still writes a complete run folder.

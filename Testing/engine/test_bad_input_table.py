@@ -14,12 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from guard_helpers import (
-    bad_crc_copy, copy_run, phantom_with, quick_train_args, snapshot, truncated_copy, write_array, write_nifti_raw,
+    bad_crc_copy,
+    copy_run,
+    phantom_with,
+    quick_train_args,
+    snapshot,
+    truncated_copy,
+    write_array,
+    write_nifti_raw,
 )
-from RRLMedSAMLib.cli import main
 from tiny_case import make_case
+
+from RRLMedSAMLib.cli import main
 
 
 @dataclass

@@ -20,7 +20,7 @@ ROWS = [  # method, case, label, dice
 
 def _write_results(folder: Path) -> None:
     folder.mkdir()
-    lines = ["method,case,label,name,dice,hd95_mm"] + [f"{m},{c},{l},L{l},{d},1.0" for m, c, l, d in ROWS]
+    lines = ["method,case,label,name,dice,hd95_mm"] + [f"{m},{c},{label},L{label},{d},1.0" for m, c, label, d in ROWS]
     (folder / "per_structure.csv").write_text("\n".join(lines) + "\n")
 
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import SimpleITK as sitk
-
 from guard_helpers import quick_train_args, start_engine
+from tiny_case import make_case
+
 from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.commands.segment import RESULT_FILES
-from tiny_case import make_case
 
 
 def test_two_segment_processes_into_one_out(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from tiny_case import engine, train_args
 
 from RRLMedSAMLib.cli import main
-from tiny_case import engine, train_args
 
 
 def _write(path: Path, array: np.ndarray) -> Path:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from tiny_case import LABEL_IDS
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, voxel_ddf_to_mm
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
-from tiny_case import LABEL_IDS
 
 
 def test_header_names_the_physical_frame(tiny_results: Path) -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from tiny_case import LABEL_IDS, train_args
 
 from RRLMedSAMLib import cli
 from RRLMedSAMLib.models.mutual_ema import MutualEMA
 from RRLMedSAMLib.training import rrl_stages
-from tiny_case import LABEL_IDS, train_args
 
 FEW_STEPS = ("--teacher", "tiny", "--registration-steps", "2", "--distill-steps", "2", "--pretrain-steps", "2",
              "--joint-steps", "3", "--autosam-steps", "3")

@@ -10,8 +10,8 @@ import torch
 
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.models.sam_teacher import TINY_ENCODER_CONFIG, SamTeacher, build_image_encoder
-from RRLMedSAMLib.sam import checkpoints as ck
 from RRLMedSAMLib.resources import manifest_path
+from RRLMedSAMLib.sam import checkpoints as ck
 
 
 def _save_tiny_sam(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:

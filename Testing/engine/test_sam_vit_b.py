@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sam_official_layout import write_official_like_sam
 
 from RRLMedSAMLib.models.autosam_heads import SamMaskDecoderHead
 from RRLMedSAMLib.models.encoder3d import Encoder3D, count_parameters
 from RRLMedSAMLib.models.sam_teacher import SamTeacher, resize_pos_embed, slices_to_sam_input
 from RRLMedSAMLib.sam import checkpoints as ck
-
-from sam_official_layout import write_official_like_sam
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from guard_helpers import quick_train_args
+from tiny_case import make_case
+
 from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.commands.segment import RESULT_FILES
-from tiny_case import make_case
 
 
 @pytest.fixture(scope="module")

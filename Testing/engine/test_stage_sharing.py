@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_case import assert_same_weights, engine, train_args
 
 from RRLMedSAMLib.training.stage_sharing import shareable_stages
-from tiny_case import assert_same_weights, engine, train_args
 
 STEPS = ("--teacher", "tiny", "--registration-steps", "4", "--distill-steps", "2", "--pretrain-steps", "3",
          "--joint-steps", "3", "--segmentation-steps", "3")

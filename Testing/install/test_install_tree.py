@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from cmake_install_tree import lay_out_install_tree, make_read_only, make_writable, snapshot
 from conftest import REPO, check_run, clean_env
 

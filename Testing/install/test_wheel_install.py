@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
 from conftest import REPO, check_run, clean_env
 
 sys.path.insert(0, str(REPO / "Testing" / "engine"))

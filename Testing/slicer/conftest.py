@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from slicer_test_helpers import require_slicer, slicer
 
 _RULES_REGISTERED = False

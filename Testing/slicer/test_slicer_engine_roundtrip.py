@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from slicer_test_helpers import REPO_ROOT, add_volume, require_slicer, slicer, volume_array
 
 require_slicer()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-
 from slicer_test_helpers import REPO_ROOT, add_volume, require_slicer, volume_array
 
 require_slicer()

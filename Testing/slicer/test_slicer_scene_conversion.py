@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from slicer_test_helpers import add_volume, oblique_ijk_to_ras, require_slicer, slicer, volume_array
 
 require_slicer()

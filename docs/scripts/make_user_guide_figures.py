@@ -31,12 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "RRLMedSAM"))
 
 import slicer  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
 from RRLMedSAMSlicerLib import FieldConversion as fc  # noqa: E402
 from RRLMedSAMSlicerLib import SceneConversion as sc  # noqa: E402
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic, ScanResult  # noqa: E402
 from RRLMedSAMSlicerLib.ProcessRunner import EngineProcess, ProgressEvent, ThreadedStarter  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "SampleData"
 FIGURES = REPO / "docs" / "images" / "user_guide"
@@ -112,8 +111,8 @@ def draw_grid(ax, result: ScanResult, k: int, step: int = 4) -> None:
 
 
 def legend(fig, labels: list[sc.Label], present: set[int]) -> None:
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(l.color) / 255.0) for l in labels if l.id in present]
-    names = [l.name for l in labels if l.id in present]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(label.color) / 255.0) for label in labels if label.id in present]
+    names = [label.name for label in labels if label.id in present]
     fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=7, frameon=False)
 
 
