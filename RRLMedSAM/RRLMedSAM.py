@@ -4,9 +4,10 @@ The work is done by the headless engine (``RRLMedSAMLib``) in a separate process
 code lives in ``RRLMedSAMSlicerLib/`` (one concern per file).
 """
 
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
+
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic  # noqa: F401  (for scripting: RRLMedSAM.RRLMedSAMLogic)
 from RRLMedSAMSlicerLib.SelfTest import RRLMedSAMTest  # noqa: F401  (found by name by "Reload and Test")
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 
 try:
     from slicer.i18n import tr as _

@@ -19,11 +19,12 @@ sys.path.insert(0, str(MODULES))
 import numpy as np  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
+
 from RRLMedSAMSlicerLib import InstallLogic as il  # noqa: E402
 from RRLMedSAMSlicerLib import SceneConversion as sc  # noqa: E402
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic  # noqa: E402
 from RRLMedSAMSlicerLib.ProcessRunner import EngineProcess, ThreadedStarter  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
 
 
 def pip_install(arguments: list[str]) -> None:

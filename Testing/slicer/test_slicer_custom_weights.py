@@ -18,13 +18,14 @@ require_slicer()
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(REPO_ROOT / "Testing" / "engine"))
 
+from safetensors.torch import save_file  # noqa: E402
+from sam_official_layout import write_official_like_sam  # noqa: E402
+from test_slicer_run_cycle_engine import ENGINE, scene_with_case, start, wait  # noqa: E402
+
 from RRLMedSAMSlicerLib import CustomWeightsLogic as cw  # noqa: E402
 from RRLMedSAMSlicerLib import RunsLogic as rl  # noqa: E402
 from RRLMedSAMSlicerLib import WeightsLogic as wl  # noqa: E402
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from sam_official_layout import write_official_like_sam  # noqa: E402
-from test_slicer_run_cycle_engine import ENGINE, scene_with_case, start, wait  # noqa: E402
 
 MANIFEST = REPO_ROOT / "Resources" / "models" / "sam_checkpoints.json"
 

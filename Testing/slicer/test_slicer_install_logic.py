@@ -10,8 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from RRLMedSAMSlicerLib import InstallLogic as il  # noqa: E402
 from slicer_test_helpers import REPO_ROOT
+
+from RRLMedSAMSlicerLib import InstallLogic as il  # noqa: E402
 
 
 def test_engine_source_is_found_in_the_checkout_and_its_version_read():

@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from slicer_test_helpers import MODULE_DIR, REPO_ROOT, add_volume, oblique_ijk_to_ras, slicer
+
 from RRLMedSAMSlicerLib import WeightsLogic as wl  # noqa: E402
 from RRLMedSAMSlicerLib.RunState import RunStateMachine, State  # noqa: E402
-from slicer_test_helpers import MODULE_DIR, REPO_ROOT, add_volume, oblique_ijk_to_ras, slicer
 
 # ---------------------------------------------------------------- weights
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slicer_test_helpers import REPO_ROOT  # noqa: F401  (puts the module folder on sys.path)
+
 from RRLMedSAMSlicerLib import PanelLogic as pl  # noqa: E402
 from RRLMedSAMSlicerLib.ProcessRunner import ProgressEvent, RunOutcome  # noqa: E402
 from RRLMedSAMSlicerLib.RunsLogic import RunInfo, RunStatus  # noqa: E402
 from RRLMedSAMSlicerLib.RunState import State  # noqa: E402
-from slicer_test_helpers import REPO_ROOT  # noqa: F401  (puts the module folder on sys.path)
 
 
 def run(status: RunStatus, message: str = "") -> RunInfo:

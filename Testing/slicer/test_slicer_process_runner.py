@@ -10,8 +10,9 @@ import types
 
 import psutil
 import pytest
-from RRLMedSAMSlicerLib import ProcessRunner as pr  # noqa: E402
 from slicer_test_helpers import REPO_ROOT  # noqa: F401  (puts the module folder on sys.path)
+
+from RRLMedSAMSlicerLib import ProcessRunner as pr  # noqa: E402
 
 FAKE_ENGINE = textwrap.dedent(
     """

@@ -17,12 +17,13 @@ from slicer_test_helpers import REPO_ROOT, add_volume, require_slicer, slicer
 
 require_slicer()
 
+from test_slicer_engine_roundtrip import geometry, phantom  # noqa: E402
+
 from RRLMedSAMSlicerLib import PanelLogic as pl  # noqa: E402
 from RRLMedSAMSlicerLib import RunsLogic as rl  # noqa: E402
 from RRLMedSAMSlicerLib import SceneConversion as sc  # noqa: E402
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic  # noqa: E402
 from RRLMedSAMSlicerLib.ProcessRunner import EXIT_CANCELLED, EngineProcess, ThreadedStarter  # noqa: E402
-from test_slicer_engine_roundtrip import geometry, phantom  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ENGINE = [sys.executable, "-m", "RRLMedSAMLib"]

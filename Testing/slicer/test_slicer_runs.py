@@ -14,8 +14,9 @@ import subprocess
 import sys
 
 import pytest
-from RRLMedSAMSlicerLib import RunsLogic as rl  # noqa: E402
 from slicer_test_helpers import REPO_ROOT  # noqa: F401  (puts the module folder on sys.path)
+
+from RRLMedSAMSlicerLib import RunsLogic as rl  # noqa: E402
 
 NOW = datetime.datetime(2026, 12, 6, 21, 30, 15)
 TRAIN = ["train", "--atlas-image", "a.nrrd", "--out", "RUN/model", "--preset", "tiny"]

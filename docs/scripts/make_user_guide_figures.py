@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "RRLMedSAM"))
 
 import slicer  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
+
 from RRLMedSAMSlicerLib import FieldConversion as fc  # noqa: E402
 from RRLMedSAMSlicerLib import SceneConversion as sc  # noqa: E402
 from RRLMedSAMSlicerLib.Logic import RRLMedSAMLogic, ScanResult  # noqa: E402
 from RRLMedSAMSlicerLib.ProcessRunner import EngineProcess, ProgressEvent, ThreadedStarter  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "SampleData"
 FIGURES = REPO / "docs" / "images" / "user_guide"
