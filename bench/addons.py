@@ -4,8 +4,8 @@
         [--preset fast] [--method plain] [--ensemble 5] [--device cpu]
 
 One training of ``--method`` with every default (the atlas and every other scan of the dataset,
-as a user trains), plus two that differ in one setting and copy every stage they share with it
-(``--share-stages-from``): without the atlas prior, and without the fine-grid refinement. Then
+as a user trains), plus one without the atlas prior that copies every stage it shares with it
+(``--share-stages-from``); the fine-grid refinement is switched off at ``segment``. Then
 ``segment`` of the held-out scans (every scan that is neither the atlas nor a ``--selection``
 scan, i.e. that chose no setting) once with all defaults and once per add-on switched to its
 other state, and ``evaluate`` of each. Writes ``per_scan.csv`` (each scan's mean Dice per
@@ -58,7 +58,7 @@ def variants(ensemble: int) -> list[Variant]:
         Variant("no-label-smoothing", "default", ("--label-smoothing-mm", "0")),
         Variant("no-volume-calibration", "default", ("--volume-calibration", "off")),
         Variant(f"ensemble-{ensemble}", "default", ("--registration-ensemble", str(ensemble))),
-        Variant("no-refinement", "no-refinement"),
+        Variant("no-refinement", "default", ("--refinement-steps", "0")),
         Variant("no-atlas-prior", "no-atlas-prior"),
     ]
 
@@ -86,15 +86,15 @@ def engine(log: Path, *args: str) -> None:
 
 
 def train_runs(dataset: Path, atlas: str, out: Path, preset: str, method: str, device: str, needed: set[str]) -> dict[str, Path]:
-    """The default training and those of ``needed`` that differ from it in one setting."""
+    """The default training, and the one without the atlas prior when ``needed`` names it."""
     images = sorted(p for p in (dataset / "images").glob("*.nii.gz") if p.name != f"{atlas}.nii.gz")
     base = ["train", "--atlas-image", str(dataset / "images" / f"{atlas}.nii.gz"),
             "--atlas-label", str(dataset / "labels" / f"{atlas}.nii.gz"), "--images", *map(str, images),
             "--preset", preset, "--method", method, "--device", device, "--seed", "0"]
     if (dataset / "labels.csv").is_file():
         base += ["--atlas-labels-table", str(dataset / "labels.csv")]
-    runs = {name: out / "runs" / name for name in ("default", "no-atlas-prior", "no-refinement")}
-    extra = {"default": [], "no-atlas-prior": ["--no-atlas-prior"], "no-refinement": ["--refinement-steps", "0"]}
+    runs = {name: out / "runs" / name for name in ("default", "no-atlas-prior")}
+    extra = {"default": [], "no-atlas-prior": ["--no-atlas-prior"]}
     for name, run in runs.items():
         if name not in needed | {"default"} or (run / "model.safetensors").is_file():
             continue
