@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -140,20 +141,10 @@ def deformation_figure(
 
 
 def plot_deformation_grid(
-    scan: np.ndarray,
-    spacing: Sequence[float],
-    displacement: np.ndarray,
-    path: str | os.PathLike,
-    units: str = "mm",
-    step: int = 4,
-    direction: Sequence[float] | None = None,
-    plane: int = 0,
-    index: int | None = None,
-    panel_inches: float = 5.0,
-    title: str | None = None,
+    scan: np.ndarray, spacing: Sequence[float], displacement: np.ndarray, path: str | os.PathLike, **options: Any
 ) -> Path:
-    """:func:`deformation_figure` written to ``path`` (PNG)."""
-    fig = deformation_figure(scan, spacing, displacement, units, step, direction, plane, index, panel_inches, title)
+    """:func:`deformation_figure` (same keyword options) written to ``path`` (PNG)."""
+    fig = deformation_figure(scan, spacing, displacement, **options)
     return save_figure(fig, path)
 
 
