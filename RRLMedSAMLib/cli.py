@@ -32,6 +32,7 @@ COMMANDS = {
     "make-brain-dataset": ("make_brain_dataset", "Build a T1-like brain dataset (synthetic contrast, real anatomy) from label maps."),
     "demo": ("demo", "Run the one-shot demo on the embedded sample data (train, segment, evaluate, report)."),
     "bench": ("bench", "Run methods side by side on a dataset folder: accuracy, speed and memory."),
+    "summarize": ("summarize", "Assemble cohort.csv from the shard summaries of 'segment --image-list' in an output folder."),
 }
 
 EXIT_INTERNAL_ERROR = 1
