@@ -101,17 +101,19 @@ def run_train(job: dict) -> dict:
 
 def run_segment(job: dict) -> dict:
     """Segment every scan with a trained run; per-scan wall time and folding from ``qc.json``."""
-    from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+    from RRLMedSAMLib.inference.segment_options import BARE
+    from RRLMedSAMLib.inference.segment_steps import segment_scan
+    from RRLMedSAMLib.inference.segmenter import open_segmenter
     from RRLMedSAMLib.run.device import resolve_device
 
     device = resolve_device(job["device"])
     start = time.perf_counter()
-    model = load_trained_model(job["run_dir"], device)
+    segmenter = open_segmenter(job["run_dir"], device, BARE)  # methods compared with every add-on off
     load_s = time.perf_counter() - start
     scans = []
     for entry in job["scans"]:
         start = time.perf_counter()
-        folder = segment_scan(model, entry["image"], job["out_dir"])
+        folder = segment_scan(segmenter, entry["image"], job["out_dir"])
         elapsed = time.perf_counter() - start
         qc = json.loads((folder / "qc.json").read_text())
         if not job.get("keep_fields"):

@@ -18,8 +18,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from RRLMedSAMLib.commands.segment import segment_scans
-from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING
-from RRLMedSAMLib.inference.segmenter import load_trained_model
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
+from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.io.label_table import read_label_table
 from RRLMedSAMLib.io.volumes import volume_stem
@@ -81,10 +81,9 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressReporter(run_folder.progress)
     if not run_folder.model.exists():
         train(request, progress)
-    model = load_trained_model(run_folder.root, resolve_device(args.device), label_smoothing_mm=DEFAULT_LABEL_SMOOTHING,
-                               volume_calibration=True)
+    segmenter = open_segmenter(run_folder.root, resolve_device(args.device), SegmentOptions())
     results = args.out / "segmentations"
-    segment_scans(model, images, results, progress)
+    segment_scans(segmenter, images, results, progress)
     report = write_demo_report(args.out, sample, images, results, run_folder, progress)
     progress.done(f"report written to {report}")
     print(f"Demo finished. Report: {report}")

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.inference.label_smoothing import DEFAULT_LABEL_SMOOTHING, LabelSmoothing, parse_label_smoothing
-from RRLMedSAMLib.inference.segmenter import TrainedModel, load_trained_model, segment_scan
+from RRLMedSAMLib.inference.label_smoothing import LabelSmoothing, parse_label_smoothing
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
+from RRLMedSAMLib.inference.segment_steps import segment_scan
+from RRLMedSAMLib.inference.segmenter import Segmenter, prepare_segmenter
+from RRLMedSAMLib.inference.trained_model import load_trained_model
 from RRLMedSAMLib.io.output_folder import ClaimedFolder, claimed_folder
 from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem
 from RRLMedSAMLib.progress import ProgressReporter, check_stop
@@ -31,32 +34,49 @@ RESULT_FILES = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="run folder written by 'rrlmedsam train'")
-    parser.add_argument("--image", required=True, nargs="+", type=Path, help="scans to segment")
+    parser.add_argument("--images", "--image", dest="images", required=True, nargs="+", type=Path, help="scans to segment")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scan)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the result files of scans that already have a folder in --out (other files "
                              "there are kept); without it such scans are refused")
-    parser.add_argument(
-        "--refinement-steps", type=int, metavar="N",
-        help="iterations of the fine-grid registration refinement (default: the run's preset; 0 = off, faster)",
+    add_option_arguments(parser)
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """The :class:`SegmentOptions` flags; their defaults are the class's."""
+    defaults = SegmentOptions()
+    group = parser.add_argument_group("segmentation options (defaults follow docs/benchmarks.md's add-on table)")
+    group.add_argument(
+        "--refinement-steps", type=int, metavar="N", default=defaults.refinement_steps,
+        help="iterations of the fine registration stage (default: the run's preset; 0 = off, faster)",
     )
-    parser.add_argument(
-        "--registration-ensemble", type=int, default=1, metavar="N",
-        help="register each scan N times from slightly moved starts and take the majority vote of the warped "
-             "atlas labels (default 1 = off; N times the registration time; 9 helped prostate T2, see docs/benchmarks.md)",
+    group.add_argument(
+        "--registration-ensemble", type=int, default=defaults.registration_ensemble, metavar="N",
+        help=f"register each scan N times from slightly moved starts and take the majority vote of the warped "
+             f"atlas labels (default {defaults.registration_ensemble} = off; N times the registration time)",
     )
-    parser.add_argument(
-        "--volume-calibration", choices=("on", "off"), default="on",
-        help="extrapolate each structure's size change from the atlas by the run's measured under-recovery "
-             "(default on; applies to runs that have volume_calibration.json, see docs/method.md)",
+    group.add_argument(
+        "--volume-calibration", choices=("on", "off"), default="on" if defaults.volume_calibration else "off",
+        help=f"extrapolate each structure's size change from the atlas by the run's measured under-recovery (default "
+             f"{'on' if defaults.volume_calibration else 'off'}; needs a run trained with --volume-calibration on)",
     )
-    parser.add_argument(
-        "--label-smoothing-mm", default=str(DEFAULT_LABEL_SMOOTHING), metavar="SIGMA|auto",
-        help="smooth each structure of the final segmentation, keeping its volume: 'auto' (default) until it is "
-             "no rougher than in the atlas label, a number SIGMA with a Gaussian of SIGMA mm, 0 = off "
-             "(see docs/benchmarks.md)",
+    group.add_argument(
+        "--label-smoothing-mm", default=str(defaults.label_smoothing_mm), metavar="SIGMA|auto",
+        help=f"smooth each structure of the final segmentation, keeping its volume: 'auto' until it is no rougher "
+             f"than in the atlas label, a number SIGMA with a Gaussian of SIGMA mm, 0 = off "
+             f"(default: {defaults.label_smoothing_mm})",
     )
+
+
+def segment_options(args: argparse.Namespace) -> SegmentOptions:
+    """The :class:`SegmentOptions` the parsed flags ask for, or one clear :class:`InputError`."""
+    if args.refinement_steps is not None and args.refinement_steps < 0:
+        raise InputError(f"--refinement-steps must be 0 or more, not {args.refinement_steps}.")
+    if args.registration_ensemble < 1:
+        raise InputError(f"--registration-ensemble must be 1 or more, not {args.registration_ensemble}.")
+    return SegmentOptions(args.refinement_steps, _label_smoothing(args.label_smoothing_mm), args.registration_ensemble,
+                          args.volume_calibration == "on")
 
 
 def _label_smoothing(text: str) -> LabelSmoothing:
@@ -98,28 +118,25 @@ def run(args: argparse.Namespace) -> int:
 
     Scans are read again one at a time while segmenting, so memory holds one scan, not all of them.
     """
-    check_scan_paths(args.image)
+    check_scan_paths(args.images)
     device = resolve_device(args.device)
-    if args.refinement_steps is not None and args.refinement_steps < 0:
-        raise InputError(f"--refinement-steps must be 0 or more, not {args.refinement_steps}.")
-    if args.registration_ensemble < 1:
-        raise InputError(f"--registration-ensemble must be 1 or more, not {args.registration_ensemble}.")
-    smoothing = _label_smoothing(args.label_smoothing_mm)
+    options = segment_options(args)
     _check_model_state(args.model)
-    model = load_trained_model(
-        args.model, device, args.refinement_steps, smoothing, args.registration_ensemble,
-        volume_calibration=args.volume_calibration == "on",
-    )
-    for path in args.image:
-        check_registrable(read_scan(path, "Image"), path, "Image", model.grid.spacing_mm)
-    _check_out(args.out, args.model, args.image, args.overwrite)
-    if model.registration_ensemble > model.ensemble_members:
+    segmenter = prepare_segmenter(load_trained_model(args.model, device), options)
+    for path in args.images:
+        check_registrable(read_scan(path, "Image"), path, "Image", segmenter.model.grid.spacing_mm)
+    _check_out(args.out, args.model, args.images, args.overwrite)
+    if options.registration_ensemble > segmenter.ensemble_members:
+        model = segmenter.model
         print(f"Note: --registration-ensemble has no effect on this run (method {model.method.name}, atlas prior "
               f"{'on' if model.preset.atlas_prior else 'off'}); each scan is registered once.", file=sys.stderr)
+    if options.volume_calibration and segmenter.volume_calibration is None:
+        print(f"Note: --volume-calibration on has no effect: {args.model} has no volume calibration (train it with "
+              "--volume-calibration on; runs with more than 4 structures are never calibrated).", file=sys.stderr)
     with claimed_folder(args.out, "segment", "Output folder") as claim:
-        _check_out(args.out, args.model, args.image, args.overwrite)
+        _check_out(args.out, args.model, args.images, args.overwrite)
         progress = ProgressReporter()
-        for path, folder in zip(args.image, segment_scans(model, args.image, args.out, progress, claim)):
+        for path, folder in zip(args.images, segment_scans(segmenter, args.images, args.out, progress, claim)):
             print(f"{volume_stem(path)}: {folder}")
         progress.done()
     return 0
@@ -144,7 +161,7 @@ def _remove_stale_results(folder: Path, before: dict[str, tuple[int, int]]) -> N
             (folder / name).unlink()
 
 
-def segment_scans(model: TrainedModel, images: list[Path], out: Path, progress: ProgressReporter,
+def segment_scans(segmenter: Segmenter, images: list[Path], out: Path, progress: ProgressReporter,
                   claim: ClaimedFolder | None = None) -> list[Path]:
     """Segment ``images`` one after another as the ``segment`` stage of ``progress``; returns their result folders.
 
@@ -152,14 +169,14 @@ def segment_scans(model: TrainedModel, images: list[Path], out: Path, progress: 
     A stop request (:func:`RRLMedSAMLib.progress.check_stop`) is honoured before each scan; the
     scans already written stay (``claim.keep`` is set once one is).
     """
-    members = model.ensemble_members
+    members = segmenter.ensemble_members
     progress.start_stage("segment", len(images) * members, f"segmenting {len(images)} scan(s)"
                          + (f", {members} registrations each" if members > 1 else ""))
     folders = []
     for index, path in enumerate(images):
         check_stop()
         before = _result_stats(Path(out) / volume_stem(path))
-        folders.append(segment_scan(model, path, out, _registration_progress(progress, index, members, volume_stem(path))))
+        folders.append(segment_scan(segmenter, path, out, _registration_progress(progress, index, members, volume_stem(path))))
         _remove_stale_results(folders[-1], before)
         if claim is not None:
             claim.keep = True

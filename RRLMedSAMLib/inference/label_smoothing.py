@@ -26,8 +26,6 @@ from scipy import ndimage
 AUTO = "auto"
 #: A fixed Gaussian sigma in mm (0 = off), or :data:`AUTO`.
 LabelSmoothing = float | str
-#: What ``segment`` and ``demo`` use unless told otherwise (the library functions default to 0 = off).
-DEFAULT_LABEL_SMOOTHING: LabelSmoothing = AUTO
 #: The sigmas (mm) ``auto`` tries in turn, 0.25 to 4 mm in steps of a factor sqrt(2).
 SIGMA_LADDER_MM = tuple(0.25 * 2 ** (step / 2) for step in range(9))
 #: The blur is computed in a box around each structure, this many sigmas wide on each side.

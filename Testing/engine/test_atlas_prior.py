@@ -13,7 +13,10 @@ from conftest import make_image
 
 from RRLMedSAMLib.geometry.deformation import fuse_correction_on_scan
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
-from RRLMedSAMLib.inference.segmenter import load_trained_model, segment_scan
+from RRLMedSAMLib.inference.segment_options import BARE
+from RRLMedSAMLib.inference.segment_steps import segment_scan
+from RRLMedSAMLib.inference.segmenter import prepare_segmenter
+from RRLMedSAMLib.inference.trained_model import load_trained_model
 from RRLMedSAMLib.models.atlas_prior import (
     PRIOR_FLOOR,
     fuse_with_prior,
@@ -88,7 +91,7 @@ def test_segment_keeps_registration_where_the_network_is_silent(
         head.bias.zero_()
         if bias is not None:
             head.bias[1] = bias
-    folder = segment_scan(model, tiny_case["scan_a"], tmp_path)
+    folder = segment_scan(prepare_segmenter(model, BARE), tiny_case["scan_a"], tmp_path)
     segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "segmentation.nii.gz")))
     registration = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "warped_atlas_label.nii.gz")))
     qc = json.loads((folder / "qc.json").read_text())

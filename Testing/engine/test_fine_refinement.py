@@ -12,7 +12,8 @@ import torch
 
 from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_ddf, voxel_ddf_to_mm
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
-from RRLMedSAMLib.inference.segmenter import load_trained_model
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
+from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.registration.fine_refinement import plan_fine_refinement
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
@@ -95,11 +96,11 @@ def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_finer_pass_fo
     config = json.loads((run / "config.json").read_text())
     config["preset"]["refinement_coarse_steps"] = 2
     (run / "config.json").write_text(json.dumps(config))
-    model = load_trained_model(run, torch.device("cpu"))
-    registration = model.registration
+    segmenter = open_segmenter(run, torch.device("cpu"))
+    model, registration = segmenter.model, segmenter.registration
     assert registration is not None and registration.refinement is not None
     assert registration.refinement.steps == model.preset.refinement_steps == 3
     assert registration.preset.instance_optimization_steps == 2
-    unrefined = load_trained_model(run, torch.device("cpu"), refinement_steps=0).registration
+    unrefined = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0)).registration
     assert unrefined is not None and unrefined.refinement is None
     assert unrefined.preset.instance_optimization_steps == model.preset.instance_optimization_steps == 5

@@ -13,7 +13,9 @@ import torch
 from tiny_case import LABEL_IDS, engine
 
 from RRLMedSAMLib.geometry.affine import affine_from_dict
-from RRLMedSAMLib.inference.segmenter import load_trained_model, perturbed_registration_labels, segment_scan
+from RRLMedSAMLib.inference.segment_options import BARE
+from RRLMedSAMLib.inference.segment_steps import perturbed_registration_labels, segment_scan
+from RRLMedSAMLib.inference.segmenter import open_segmenter, prepare_segmenter
 from RRLMedSAMLib.io.file_hash import sha256_file
 from RRLMedSAMLib.io.volumes import read_label, read_scan
 from RRLMedSAMLib.progress import parse_progress_line
@@ -106,11 +108,11 @@ def _dice(prediction: sitk.Image, truth: sitk.Image) -> float:
 
 
 def test_each_perturbed_registration_still_finds_the_anatomy(tiny_case: dict[str, Path], tiny_run: Path) -> None:
-    model = load_trained_model(tiny_run, torch.device("cpu"), refinement_steps=0, registration_ensemble=3)
+    segmenter = open_segmenter(tiny_run, torch.device("cpu"), replace(BARE, refinement_steps=0, registration_ensemble=3))
     scan = read_scan(tiny_case["scan_a"], "Image")
     truth = read_label(tiny_case["scan_a_label"], "Label")
-    prealignment = affine_from_dict(model.training_affines[sha256_file(tiny_case["scan_a"])]["affine"])
-    members = perturbed_registration_labels(model, scan, prealignment)
+    prealignment = affine_from_dict(segmenter.model.training_affines[sha256_file(tiny_case["scan_a"])]["affine"])
+    members = perturbed_registration_labels(segmenter, scan, prealignment)
     assert len(members) == 2
     for member in members:
         assert member.GetSize() == scan.GetSize() and member.GetSpacing() == scan.GetSpacing()
@@ -144,21 +146,24 @@ def test_segment_votes_the_ensemble_and_keeps_the_single_registration_outputs(
 def test_segment_scan_reports_each_registration_of_the_ensemble(
     tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path
 ) -> None:
-    model = load_trained_model(tiny_run, torch.device("cpu"), refinement_steps=0, registration_ensemble=3)
-    single = replace(model, registration_ensemble=1)
+    options = replace(BARE, refinement_steps=0, registration_ensemble=3)
+    segmenter = open_segmenter(tiny_run, torch.device("cpu"), options)
+    single = prepare_segmenter(segmenter.model, replace(options, registration_ensemble=1))
     calls: dict[str, list[int]] = {"ensemble": [], "single": []}
-    segment_scan(model, tiny_case["scan_a"], tmp_path / "ensemble", calls["ensemble"].append)
+    segment_scan(segmenter, tiny_case["scan_a"], tmp_path / "ensemble", calls["ensemble"].append)
     segment_scan(single, tiny_case["scan_a"], tmp_path / "single", calls["single"].append)
     assert calls == {"ensemble": [1, 2, 3], "single": [1]}
 
 
 def test_runs_without_the_atlas_prior_register_once(tiny_case: dict[str, Path], tiny_run: Path, tmp_path: Path) -> None:
-    model = load_trained_model(tiny_run, torch.device("cpu"), refinement_steps=0, registration_ensemble=3)
-    assert model.ensemble_applies
-    without_prior = replace(model, preset=replace(model.preset, atlas_prior=False))
-    assert not without_prior.ensemble_applies
+    options = replace(BARE, refinement_steps=0, registration_ensemble=3)
+    segmenter = open_segmenter(tiny_run, torch.device("cpu"), options)
+    assert segmenter.model.ensemble_applies and segmenter.ensemble_members == 3
+    model = segmenter.model
+    without_prior = prepare_segmenter(replace(model, preset=replace(model.preset, atlas_prior=False)), options)
+    assert not without_prior.model.ensemble_applies and without_prior.ensemble_members == 1
     folder = segment_scan(without_prior, tiny_case["scan_a"], tmp_path)
     report = json.loads((folder / "qc.json").read_text())
     assert report["registration_ensemble"] == 1 and "registration_ensemble_s" not in report["timings_s"]
     with pytest.raises(ValueError, match="at least one member"):
-        load_trained_model(tiny_run, torch.device("cpu"), registration_ensemble=0)
+        prepare_segmenter(model, replace(BARE, registration_ensemble=0))

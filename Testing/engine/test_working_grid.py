@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
-from RRLMedSAMLib.inference.segmenter import load_trained_model
+from RRLMedSAMLib.inference.trained_model import load_trained_model
 
 
 def _label(size_xyz: tuple[int, int, int], spacing: tuple[float, float, float]) -> sitk.Image:
