@@ -6,4 +6,4 @@ The engine never imports Qt or Slicer. Run it as ``rrlmedsam`` or ``python -m RR
 __version__ = "0.1.0"
 
 #: Bumped whenever a run folder written by an older engine can no longer be read.
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2

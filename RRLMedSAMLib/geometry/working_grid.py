@@ -120,13 +120,6 @@ def make_working_grid(
     )
 
 
-def stored_or_legacy_grid(stored: dict | None, atlas_label: sitk.Image, max_size: int, divisor: int) -> WorkingGrid:
-    """The grid a run folder recorded at training; runs made before it was recorded had no voxel floor."""
-    if stored is not None:
-        return WorkingGrid.from_dict(stored)
-    return make_working_grid(atlas_label, max_size, divisor=divisor, min_voxel_mm=0.0)
-
-
 def resample_to_grid(
     image: sitk.Image,
     grid: WorkingGrid,

@@ -87,9 +87,9 @@ def load_trained_model(run_dir: str | os.PathLike, device: torch.device) -> Trai
         inputs.teacher = build_teacher(teacher_record, settings, device)
         cache_folder = run.root / "cache" / "teacher"
         inputs.cache = TeacherFeatureCache(cache_folder) if os.access(cache_folder, os.W_OK) else None
-    training_affines = json.loads(run.prealignment.read_text()) if run.prealignment.is_file() else {}
+    training_affines = json.loads(run.prealignment.read_text())
     return TrainedModel(
-        run, config, preset, run_working_grid(config, atlas_label), read_label_table(run.labels),
+        run, config, preset, run_working_grid(config), read_label_table(run.labels),
         read_scan(run.atlas_image, "Run folder atlas image"), atlas_label, networks, device, method, inputs,
         training_affines,
     )

@@ -54,16 +54,6 @@ class Method:
         """Whether a teacher, when available, is used at all."""
         return self.distill or self.needs_teacher
 
-    def stages(self, with_teacher: bool) -> tuple[str, ...]:
-        """Stage names in order (as in the progress events), given whether a teacher is used."""
-        if self.family == "plain":
-            return ("prealign", "registration", "pseudo_labels", "segmentation")
-        if self.family == "autosam":
-            return ("prealign", "teacher_features", "autosam_head")
-        distill = self.distill and with_teacher
-        teacher = ("teacher_features", "distill_stage1") if distill else ()
-        return ("prealign", *teacher, "registration", "medical_pretrain", "pseudo_labels", "joint_stage2")
-
 
 METHODS: dict[str, Method] = {
     "rrl": Method("rrl", "rrl", "RRL-MedSAM: DSKD from SAM, medical encoder, mutual-EMA, auto-prompting decoder",

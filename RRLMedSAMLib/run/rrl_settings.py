@@ -74,11 +74,7 @@ class RRLSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RRLSettings":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["distill_images"] = tuple(values.get("distill_images", ()))
-        values.setdefault("pretrain_continues_optimizer", False)
-        return cls(**values)
+        return cls(**(data | {"distill_images": tuple(data["distill_images"])}))
 
     def validate(self) -> "RRLSettings":
         """Raise :class:`InputError` for values outside their ranges; return ``self``."""

@@ -59,7 +59,7 @@ def calibrate_run(run_root: Path, device: torch.device, progress: ProgressReport
     preset, seed, label_ids = run_settings(config)[1], int(config["seed"]), [int(v) for v in config["label_ids"]]
     atlas_image = read_scan(run.atlas_image, "Run folder atlas image")
     atlas_label = read_label(run.atlas_label, "Run folder atlas label")
-    grid = run_working_grid(config, atlas_label)
+    grid = run_working_grid(config)
     registration = make_registration(load_run_networks(run, config, device)["registration"], atlas_image, atlas_label,
                                      grid, preset, device)
     paths = [Path(entry["path"]) for entry in config["inputs"]["images"]][:MAX_CALIBRATION_SCANS]

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.geometry.affine import affine_from_dict, affine_to_dict, prealign_to_atlas
+from RRLMedSAMLib.geometry.affine import affine_to_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.io.file_hash import sha256_file
@@ -145,8 +145,3 @@ def prealignment_record(paths: Sequence[str | os.PathLike], data: PreparedData) 
     the same result the pseudo labels were made with, without re-running the affine optimiser.
     """
     return {sha256_file(p): {"name": n, "affine": a} for p, n, a in zip(paths, data.scan_names, data.affines)}
-
-
-def affine_of(data: PreparedData, index: int) -> sitk.AffineTransform:
-    """The pre-alignment (atlas point -> scan point) of scan ``index``."""
-    return affine_from_dict(data.affines[index])

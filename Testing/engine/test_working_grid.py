@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, stored_or_legacy_grid
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid
 from RRLMedSAMLib.inference.trained_model import load_trained_model
 
 
@@ -52,17 +52,3 @@ def test_training_records_the_grid_and_segment_uses_it(tiny_run: Path, tmp_path:
     moved = stored.to_dict() | {"origin_xyz": [v + 1.5 for v in stored.origin_xyz]}
     (run / "config.json").write_text(json.dumps(config | {"working_grid": moved}))
     assert load_trained_model(run, torch.device("cpu")).grid == WorkingGrid.from_dict(moved)
-
-
-def test_runs_made_before_the_grid_was_recorded_recompute_it_without_the_floor(tiny_run: Path, tmp_path: Path) -> None:
-    run = tmp_path / "legacy"
-    shutil.copytree(tiny_run, run)
-    config = json.loads((run / "config.json").read_text())
-    del config["working_grid"]
-    (run / "config.json").write_text(json.dumps(config))
-    atlas_label = sitk.ReadImage(str(run / "atlas" / "atlas_label.nii.gz"))
-    expected = make_working_grid(atlas_label, config["preset"]["grid_size"], divisor=2 ** (len(config["preset"]["channels"]) - 1),
-                                 min_voxel_mm=0.0)
-    assert load_trained_model(run, torch.device("cpu")).grid == expected
-    fine = _label((64, 64, 60), (0.4, 0.4, 0.4))
-    assert stored_or_legacy_grid(None, fine, 96, 16) == make_working_grid(fine, 96, divisor=16, min_voxel_mm=0.0)
