@@ -34,13 +34,19 @@ RESULT_FILES = ("segmentation.nii.gz", "labels.csv", "warped_atlas_label.nii.gz"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="run folder written by 'rrlmedsam train'")
-    parser.add_argument("--images", "--image", dest="images", required=True, nargs="+", type=Path, help="scans to segment")
+    scans = parser.add_mutually_exclusive_group(required=True)
+    scans.add_argument("--images", "--image", dest="images", nargs="+", type=Path, help="scans to segment")
+    scans.add_argument("--image-list", type=Path, metavar="FILE",
+                       help="text file naming the scans of a cohort, one path per line (# comments; relative to the file)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scan)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the result files of scans that already have a folder in --out (other files "
                              "there are kept); without it such scans are refused")
     add_option_arguments(parser)
+    from RRLMedSAMLib.commands.segment_cohort import add_cohort_arguments
+
+    add_cohort_arguments(parser)
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
     anything is written), then segment under the output folder's lock.
 
     Scans are read again one at a time while segmenting, so memory holds one scan, not all of them.
+    A cohort (``--image-list``, ``--shard``, several torchrun processes) goes to
+    :mod:`RRLMedSAMLib.commands.segment_cohort`.
     """
+    from RRLMedSAMLib.commands.segment_cohort import is_cohort, run_cohort
+
+    if is_cohort(args):
+        return run_cohort(args)
     check_scan_paths(args.images)
     device = resolve_device(args.device)
     options = segment_options(args)
