@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -87,8 +88,12 @@ def _raise_cancel(signum: int, frame: object) -> None:
     raise CancelledError(f"stopped by signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the sub-command; return the process exit code."""
+def main(argv: list[str] | None = None, handler: Callable[[argparse.Namespace], int] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command; return the process exit code.
+
+    ``handler`` replaces the sub-command's own ``run`` (same parsing, messages and exit codes; the
+    benchmark's stage sharing trains this way).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected)
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
     signal.signal(signal.SIGTERM, _raise_cancel)
     try:
-        return int(args.handler(args) or 0)
+        return int((handler or args.handler)(args) or 0)
     except InputError as error:
         print(f"rrlmedsam {args.command}: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR

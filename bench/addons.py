@@ -3,14 +3,15 @@
     python bench/addons.py --dataset DATASET_DIR --atlas NAME --selection A B ... --out DIR \
         [--preset fast] [--method plain] [--ensemble 5] [--device cpu]
 
-One training of ``--method`` with every default (the atlas and every other scan of the dataset,
-as a user trains), plus one without the atlas prior that copies every stage it shares with it
-(``--share-stages-from``); the fine-grid refinement is switched off at ``segment``. Then
-``segment`` of the held-out scans (every scan that is neither the atlas nor a ``--selection``
-scan, i.e. that chose no setting) once with all defaults and once per add-on switched to its
-other state, and ``evaluate`` of each. Writes ``per_scan.csv`` (each scan's mean Dice per
-variant) and ``summary.md``: per add-on, its default state, the held-out mean with it on and
-off, the paired change, the worst scan's change and how many scans it made better or worse.
+One training of ``--method`` (the atlas and every other scan of the dataset, as a user trains,
+with ``--volume-calibration on`` so that the calibration can be measured), plus one without the
+atlas prior that copies every stage it shares with it (:mod:`RRLMedSAMLib.bench.stage_sharing`);
+the fine registration stage is switched off at ``segment``. Then ``segment`` of the held-out scans
+(every scan that is neither the atlas nor a ``--selection`` scan, i.e. that chose no setting) once
+with every add-on on (``all-on``) and once per add-on switched off, and ``evaluate`` of each.
+Writes ``per_scan.csv`` (each scan's mean Dice per variant) and ``summary.md``: per add-on, its
+current default, the held-out mean with it on and off, the paired change, the worst scan's change
+and how many scans it made better or worse.
 Every step is skipped when its output exists, so a killed run continues where it stopped.
 """
 
@@ -27,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from RRLMedSAMLib.bench.tables import to_csv
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.io.atomic import write_text_atomic
+from RRLMedSAMLib.run.presets import PRESETS
 
 #: Dice differences smaller than this count as ties.
 TIE = 5e-4
@@ -52,34 +55,42 @@ class AddOn:
     off: str
 
 
+#: ``segment`` options with every add-on on (the ensemble aside: it is measured as its own variant).
+ALL_ON = ("--volume-calibration", "on", "--label-smoothing-mm", "auto", "--registration-ensemble", "1")
+
+
 def variants(ensemble: int) -> list[Variant]:
     return [
-        Variant("defaults", "default"),
-        Variant("no-label-smoothing", "default", ("--label-smoothing-mm", "0")),
-        Variant("no-volume-calibration", "default", ("--volume-calibration", "off")),
-        Variant(f"ensemble-{ensemble}", "default", ("--registration-ensemble", str(ensemble))),
-        Variant("no-refinement", "default", ("--refinement-steps", "0")),
-        Variant("no-atlas-prior", "no-atlas-prior"),
+        Variant("all-on", "default", ALL_ON),
+        Variant("no-label-smoothing", "default", (*ALL_ON, "--label-smoothing-mm", "0")),
+        Variant("no-volume-calibration", "default", (*ALL_ON, "--volume-calibration", "off")),
+        Variant(f"ensemble-{ensemble}", "default", (*ALL_ON, "--registration-ensemble", str(ensemble))),
+        Variant("no-refinement", "default", (*ALL_ON, "--refinement-steps", "0")),
+        Variant("no-atlas-prior", "no-atlas-prior", ALL_ON),
     ]
 
 
 def add_ons(ensemble: int) -> list[AddOn]:
+    """Each add-on with its current default (``SegmentOptions`` and the presets) and its on/off variants."""
+    defaults = SegmentOptions()
+    state = {True: "on", False: "off"}
     return [
-        AddOn("volume calibration", "on", "defaults", "no-volume-calibration"),
-        AddOn("label smoothing (auto)", "on", "defaults", "no-label-smoothing"),
-        AddOn("fine-grid refinement", "on", "defaults", "no-refinement"),
-        AddOn("atlas prior", "on", "defaults", "no-atlas-prior"),
-        AddOn(f"registration ensemble ({ensemble} members)", "off", f"ensemble-{ensemble}", "defaults"),
+        AddOn("volume calibration", state[defaults.volume_calibration], "all-on", "no-volume-calibration"),
+        AddOn("label smoothing (auto)", state[defaults.label_smoothing_mm != 0], "all-on", "no-label-smoothing"),
+        AddOn("fine registration stage", state[PRESETS["fast"].refinement_steps > 0], "all-on", "no-refinement"),
+        AddOn("atlas prior", state[PRESETS["fast"].atlas_prior], "all-on", "no-atlas-prior"),
+        AddOn(f"registration ensemble ({ensemble} members)", state[defaults.registration_ensemble > 1],
+              f"ensemble-{ensemble}", "all-on"),
     ]
 
 
-def engine(log: Path, *args: str) -> None:
-    """``python -m RRLMedSAMLib ARGS``; its output goes to ``log``; exit on failure with its last lines."""
+def engine(log: Path, *args: str, module: str = "RRLMedSAMLib") -> None:
+    """``python -m MODULE ARGS`` (the engine's command line); its output goes to ``log``; exit on failure with its last lines."""
     start = time.monotonic()
     with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ rrlmedsam {' '.join(args)}\n")
+        handle.write(f"$ python -m {module} {' '.join(args)}\n")
         handle.flush()
-        result = subprocess.run([sys.executable, "-m", "RRLMedSAMLib", *args], stdout=handle, stderr=subprocess.PIPE, text=True)
+        result = subprocess.run([sys.executable, "-m", module, *args], stdout=handle, stderr=subprocess.PIPE, text=True)
         handle.write(result.stderr + f"# {time.monotonic() - start:.0f} s, exit {result.returncode}\n")
     if result.returncode != 0:
         raise SystemExit(f"rrlmedsam {args[0]} failed (see {log}):\n{result.stderr[-2000:]}")
@@ -90,16 +101,18 @@ def train_runs(dataset: Path, atlas: str, out: Path, preset: str, method: str, d
     images = sorted(p for p in (dataset / "images").glob("*.nii.gz") if p.name != f"{atlas}.nii.gz")
     base = ["train", "--atlas-image", str(dataset / "images" / f"{atlas}.nii.gz"),
             "--atlas-label", str(dataset / "labels" / f"{atlas}.nii.gz"), "--images", *map(str, images),
-            "--preset", preset, "--method", method, "--device", device, "--seed", "0"]
+            "--preset", preset, "--method", method, "--device", device, "--seed", "0", "--volume-calibration", "on"]
     if (dataset / "labels.csv").is_file():
         base += ["--atlas-labels-table", str(dataset / "labels.csv")]
     runs = {name: out / "runs" / name for name in ("default", "no-atlas-prior")}
-    extra = {"default": [], "no-atlas-prior": ["--no-atlas-prior"]}
     for name, run in runs.items():
         if name not in needed | {"default"} or (run / "model.safetensors").is_file():
             continue
-        share = [] if name == "default" else ["--share-stages-from", str(runs["default"])]
-        engine(out / "commands.log", *base, "--out", str(run), *extra[name], *share)
+        if name == "default":
+            engine(out / "commands.log", *base, "--out", str(run))
+        else:
+            engine(out / "commands.log", "--from", str(runs["default"]), "--", *base[1:], "--out", str(run),
+                   "--set", "atlas_prior=off", module="RRLMedSAMLib.bench.stage_sharing")
     return runs
 
 
@@ -113,7 +126,7 @@ def segment_and_score(variant: Variant, run: Path, scans: list[Path], truth: Pat
     if not (metrics / "metrics.json").is_file():
         todo = [s for s in scans if not (results / case_name(s) / "qc.json").is_file()]
         if todo:
-            engine(out / "commands.log", "segment", "--model", str(run), "--image", *map(str, todo), "--out", str(results),
+            engine(out / "commands.log", "segment", "--model", str(run), "--images", *map(str, todo), "--out", str(results),
                    "--device", device, "--overwrite", *variant.options)
         engine(out / "commands.log", "evaluate", "--pred", str(results), "--truth", str(truth), "--out", str(metrics))
     report = json.loads((metrics / "metrics.json").read_text())
@@ -122,7 +135,7 @@ def segment_and_score(variant: Variant, run: Path, scans: list[Path], truth: Pat
 
 def summary(scores: dict[str, dict[str, float]], ensemble: int, header: str) -> str:
     """Markdown: one line per add-on (held-out means on and off, paired change, worst scan, counts)."""
-    cases = sorted(scores["defaults"])
+    cases = sorted(scores["all-on"])
     lines = [header, "", f"Held-out scans: {len(cases)}. Mean Dice per scan over the structures it has.", "",
              "| add-on | default | on | off | on − off | worst scan | better / worse |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -147,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ensemble", type=int, default=5, help="members of the registration ensemble measured")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
-                        help="segment only these variants (default: all; 'defaults' is always included)")
+                        help="segment only these variants (default: all; 'all-on' is always included)")
     args = parser.parse_args(argv)
-    chosen = [v for v in variants(args.ensemble) if not args.variants or v.name in {"defaults", *args.variants}]
+    chosen = [v for v in variants(args.ensemble) if not args.variants or v.name in {"all-on", *args.variants}]
     args.out.mkdir(parents=True, exist_ok=True)
     runs = train_runs(args.dataset, args.atlas, args.out, args.preset, args.method, args.device, {v.run for v in chosen})
     skipped = {args.atlas, *args.selection}
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if variant.name == "no-volume-calibration" and not calibrated:
             continue  # the run has no calibration (more than 4 structures): nothing to switch off
         scores[variant.name] = segment_and_score(variant, runs[variant.run], scans, args.dataset / "labels", args.out, args.device)
-    rows = [{"case": c, **{name: round(values[c], 5) for name, values in scores.items()}} for c in sorted(scores["defaults"])]
+    rows = [{"case": c, **{name: round(values[c], 5) for name, values in scores.items()}} for c in sorted(scores["all-on"])]
     write_text_atomic(args.out / "per_scan.csv", to_csv(rows))
     header = (f"Dataset {args.dataset.name}, atlas {args.atlas}, preset {args.preset}, method {args.method}; "
               f"selection scans (not reported): {', '.join(args.selection) or 'none'}.")

@@ -37,8 +37,8 @@ from RRLMedSAMLib.io.atomic import write_json_atomic, write_text_atomic  # noqa:
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 #: Seconds each step may take (full run); the whole check stays under 8 minutes on one H100-class GPU.
 STEP_LIMITS_S = {"tiny_train": 60, "fast_prostate": 270, "segment_160x192x224": 90, "torchrun_2gpu": 60}
-QUICK_STEPS = ("--registration-steps", "2", "--segmentation-steps", "2", "--distill-steps", "2",
-               "--pretrain-steps", "2", "--joint-steps", "2", "--no-volume-calibration")
+QUICK_STEPS = ("--set", "registration_steps=2", "--set", "segmentation_steps=2", "--set", "distill_steps=2",
+               "--set", "pretrain_steps=2", "--set", "joint_steps=2")
 
 
 def child(result_path: Path, engine_args: list[str]) -> int:
@@ -136,7 +136,7 @@ def run_check(device: str, quick: bool, out: Path, data: Path) -> dict:
     images = _prostate(data, work, quick)
     steps["tiny_train"] = _run_step("tiny_train", _engine("tiny_train", work, _train_args(
         images[:3], work / "tiny_run", device, "tiny", "tiny", quick_args)), work, limits["tiny_train"], env)
-    fast_extra = quick_args + (["--grid-size", "32", "--refinement-grid-size", "0"] if quick else [])
+    fast_extra = quick_args + (["--set", "grid_size=32", "--set", "refinement_grid_size=0"] if quick else [])
     steps["fast_prostate"] = _run_step("fast_prostate", _engine("fast_prostate", work, _train_args(
         images, work / "fast_run", device, "fast", "tiny" if quick else "random-vit_b", fast_extra)),
         work, limits["fast_prostate"], env)

@@ -49,13 +49,13 @@ SAM_GUIDED = ("rrl", "rrl-no-distill", "rrl-no-ema", "rrl-no-prompt", "autosam-v
 ALL = (*CORE, *SAM_GUIDED)
 #: Stage lengths of the table plan (the ``fast`` preset's: registration/segmentation 200/250,
 #: RRL distillation/pre-training/stage 2/AutoSAM 50/60/120/300).
-CPU_STEPS = ("--registration-steps", "60", "--segmentation-steps", "80", "--rrl-setting", "distill_steps=20",
-             "--rrl-setting", "pretrain_steps=40", "--rrl-setting", "joint_steps=60",
-             "--rrl-setting", "autosam_steps=60")
+CPU_STEPS = ("--set", "registration_steps=60", "--set", "segmentation_steps=80", "--set", "distill_steps=20",
+             "--set", "pretrain_steps=40", "--set", "joint_steps=60",
+             "--set", "autosam_steps=60")
 #: Stage lengths of the CPU plan: about a quarter shorter again, so that it fits the hour.
-CPU_PLAN_STEPS = ("--registration-steps", "45", "--segmentation-steps", "60", "--rrl-setting", "distill_steps=15",
-                  "--rrl-setting", "pretrain_steps=25", "--rrl-setting", "joint_steps=40",
-                  "--rrl-setting", "autosam_steps=40")
+CPU_PLAN_STEPS = ("--set", "registration_steps=45", "--set", "segmentation_steps=60", "--set", "distill_steps=15",
+                  "--set", "pretrain_steps=25", "--set", "joint_steps=40",
+                  "--set", "autosam_steps=40")
 
 
 @dataclass(frozen=True)

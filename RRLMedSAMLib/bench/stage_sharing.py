@@ -1,4 +1,11 @@
-"""Start a training from the stages a finished run has in common with it (ablations, benchmarks).
+"""Start a training from the stages a finished run has in common with it: a benchmark accelerator.
+
+    python -m RRLMedSAMLib.bench.stage_sharing --from RUN_DIR [RUN_DIR ...] -- TRAIN OPTIONS
+
+trains as ``rrlmedsam train TRAIN OPTIONS`` would, after copying into the new run folder the
+stages it shares with the best of the finished ``RUN_DIR``s (:func:`sharing_hook`, given to
+:class:`RRLMedSAMLib.training.trainer.TrainRequest` as ``prepare_run``). ``rrlmedsam bench`` uses
+the same hook between the methods of one benchmark.
 
 Every step draws its randomness from ``(seed, stage, step)`` alone and the networks are built in
 the same order by every method of a family, so two runs on the same inputs and settings compute
@@ -16,9 +23,11 @@ The stage that makes an ablation differ (``joint_stage2``, the segmentation head
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from RRLMedSAMLib.errors import InputError
@@ -67,14 +76,14 @@ def _copy_atomically(source: Path, target: Path) -> None:
 
 
 def read_share_sources(paths: Sequence[str | Path]) -> list[tuple[RunFolder, dict]]:
-    """The run folders named by ``--share-stages-from`` with their configurations (checked up front)."""
+    """The finished run folders to share from, with their configurations (checked up front)."""
     sources = []
     for path in paths:
         source = RunFolder(Path(path).resolve())
         try:
             sources.append((source, read_config(source)))
         except InputError as error:
-            raise InputError(f"--share-stages-from: {error}") from None
+            raise InputError(f"stage sharing: {error}") from None
     return sources
 
 
@@ -109,3 +118,40 @@ def reuse_shared_stages(sources: Sequence[tuple[RunFolder, dict]], run: RunFolde
     record = {"source": str(source.root), "source_method": source_config.get("method", "plain"), "stages": copied}
     write_json_atomic(run.shared_stages, record)
     return record
+
+
+def sharing_hook(paths: Sequence[str | Path]) -> Callable[[RunFolder, dict], None]:
+    """A ``TrainRequest.prepare_run`` that copies the stages shared with the best of the runs ``paths``."""
+    sources = read_share_sources(paths)
+
+    def share(run: RunFolder, config: dict) -> None:
+        shared = reuse_shared_stages(sources, run, config)
+        if shared:
+            print(f"Reusing {', '.join(shared['stages'])} of {shared['source']} ({shared['source_method']}).", flush=True)
+
+    return share
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--from RUN_DIR ... -- TRAIN OPTIONS``: train with the shared stages copied first."""
+    from RRLMedSAMLib.cli import main as cli_main
+    from RRLMedSAMLib.commands import train as train_command
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m RRLMedSAMLib.bench.stage_sharing", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="sources", nargs="+", type=Path, required=True, metavar="RUN_DIR")
+    sources = parser.parse_args(argv[:split]).sources
+
+    def run_shared(args: argparse.Namespace) -> int:
+        request = train_command.train_request(args)
+        request.prepare_run = sharing_hook(sources)
+        train_command.train(request)
+        print(f"Training finished: {args.out}")
+        return 0
+
+    return cli_main(["train", *argv[split + 1:]], handler=run_shared)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,11 +73,13 @@ def run_train(job: dict) -> dict:
     from RRLMedSAMLib.training.trainer import TrainRequest, train
 
     accepted = {f.name for f in dataclasses.fields(TrainRequest)}
-    extra = {key: job[key] for key in ("method", "teacher", "rrl", "share_stages_from") if job.get(key)}
+    extra = {key: job[key] for key in ("method", "teacher", "rrl") if job.get(key)}
     if "method" not in accepted and extra.get("method") == "plain":
         del extra["method"]
-    if "volume_calibration" in accepted:
-        extra["volume_calibration"] = False  # the bench scores every method uncalibrated
+    if job.get("share_stages_from"):
+        from RRLMedSAMLib.bench.stage_sharing import sharing_hook
+
+        extra["prepare_run"] = sharing_hook(job["share_stages_from"])
     unknown = sorted(set(extra) - accepted)
     if unknown:
         raise InputError(f"This engine's training takes no {' or '.join(unknown)} setting; update the engine.")

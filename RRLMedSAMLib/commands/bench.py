@@ -29,6 +29,7 @@ from RRLMedSAMLib.bench.runner import BenchSettings, run_benchmark
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.run.device import DEVICE_CHOICES, resolve_device
 from RRLMedSAMLib.run.presets import PRESETS
+from RRLMedSAMLib.run.set_options import parse_set_options
 
 #: Methods of a --quick run when --methods is not given (each engine method needs its own training).
 QUICK_METHODS = ("affine", "ants-syn", "registration-only", "plain")
@@ -46,16 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of every method (default: 0)")
     parser.add_argument("--threads", type=int, help="CPU threads per method (torch, ITK/ANTs); default: all cores")
     parser.add_argument("--teacher", help="SAM teacher for the SAM-guided methods (engine --teacher; default: engine's)")
-    parser.add_argument("--rrl-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="a SAM-guided training setting (engine RRLSettings field), e.g. joint_steps=50; repeatable")
-    parser.add_argument("--registration-steps", type=int, help="override the preset's registration steps")
-    parser.add_argument("--segmentation-steps", type=int, help="override the preset's segmentation steps")
-    parser.add_argument("--grid-size", type=int, help="override the preset's working grid size (voxels)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting of the engine methods, as for 'train --set' (e.g. joint_steps=50); "
+                             "repeatable")
     parser.add_argument("--ants-iterations", help="ANTs SyN iterations per level, coarse to fine (default 40,20,0)")
     parser.add_argument("--keep-fields", action="store_true", help="keep every deformation field (large for big scans)")
     parser.add_argument("--no-share-stages", dest="share_stages", action="store_false",
                         help="train every engine method from scratch instead of copying the identical stages an "
-                             "earlier method of the run already computed (see 'train --share-stages-from')")
+                             "earlier method of the run already computed (RRLMedSAMLib/bench/stage_sharing.py)")
     parser.add_argument("--title", help="title of summary.md and the figures")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI): tiny preset, 2 scans, short ANTs")
 
@@ -73,23 +72,6 @@ def _ants_settings(args: argparse.Namespace) -> AntsSettings:
     return settings
 
 
-def _rrl_settings(pairs: list[str]) -> dict:
-    settings: dict = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--rrl-setting takes KEY=VALUE (got {pair!r}).")
-        value: object = text
-        for kind in (int, float):
-            try:
-                value = kind(text)
-                break
-            except ValueError:
-                continue
-        settings[key.strip()] = value
-    return settings
-
-
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """Resolve the command line into :class:`BenchSettings` (quick-mode defaults applied)."""
     if not args.dataset.is_dir():
@@ -99,14 +81,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         methods = [m for m in QUICK_METHODS if m in default_methods()]
     device = str(resolve_device(args.device))
     max_scans = args.max_scans if args.max_scans is not None else (2 if args.quick else None)
-    overrides = {k: v for k, v in {"registration_steps": args.registration_steps,
-                                   "segmentation_steps": args.segmentation_steps,
-                                   "grid_size": args.grid_size}.items() if v is not None}
+    overrides, rrl = parse_set_options(args.settings)
     return BenchSettings(
         dataset=args.dataset, atlas=args.atlas, out=args.out, methods=methods,
         preset=args.preset or ("tiny" if args.quick else "fast"), device=device, seed=args.seed, max_scans=max_scans,
         threads=args.threads, ants=_ants_settings(args), overrides=overrides, teacher=args.teacher,
-        rrl=_rrl_settings(args.rrl_setting), keep_fields=args.keep_fields,
+        rrl=rrl, keep_fields=args.keep_fields,
         share_stages=args.share_stages,
     )
 

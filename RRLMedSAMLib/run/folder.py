@@ -10,7 +10,7 @@ Layout::
     progress.jsonl       every progress event
     model.safetensors    final weights of every network
     model_card.json      data used, date, configuration hash, engine version, parameter counts
-    shared_stages.json   which stages were copied from another run (``--share-stages-from``), if any
+    shared_stages.json   which stages the benchmark copied from another run (``bench/stage_sharing.py``), if any
     volume_calibration.json  the run's measured volume calibration, if any
     run_state.json       running / interrupted / failed / finished (``run/state.py``)
     .rrlmedsam.lock      the folder's lock (and ``.rrlmedsam.lock.owner`` while held)

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from tiny_case import REPO, train_args
 
 #: The quickest training that still writes a complete run folder.
-QUICK = ("--method", "plain", "--registration-steps", "2", "--segmentation-steps", "2", "--no-volume-calibration")
+QUICK = ("--method", "plain", "--set", "registration_steps=2", "--set", "segmentation_steps=2")
 
 
 def quick_train_args(case: dict[str, Path], out: Path, *extra: str) -> list[str]:

@@ -17,9 +17,10 @@ def tiny_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_case: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny training (real subprocess)."""
+    """A finished tiny training with a volume calibration (real subprocess)."""
     out = tmp_path_factory.mktemp("tiny_run") / "run"
-    result = engine(*train_args(tiny_case, out, "--registration-steps", "30", "--segmentation-steps", "30"))
+    result = engine(*train_args(tiny_case, out, "--set", "registration_steps=30", "--set", "segmentation_steps=30",
+                                "--volume-calibration", "on"))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

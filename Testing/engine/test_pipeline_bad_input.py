@@ -104,7 +104,7 @@ def test_negative_step_counts_are_refused(tiny_case: dict[str, Path], tiny_run: 
     _expect_error(capsys, ["segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", seg, "--refinement-steps", "-1"],
                   "--refinement-steps must be 0 or more", seg)
     run = tmp_path / "run"
-    _expect_error(capsys, [*_train(tiny_case, run), "--refinement-grid-size", "-5"], "--refinement-grid-size must be 0 or more", run)
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "refinement_grid_size=-5"], "--set refinement_grid_size must be 0 or more", run)
 
 
 @pytest.mark.parametrize("sigma", ["-1", "nan", "inf", "automatic"])
@@ -143,3 +143,13 @@ def test_a_real_process_exits_2_without_traceback(tiny_case: dict[str, Path], tm
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert not (tmp_path / "run").exists()
+
+
+def test_set_refuses_unknown_keys_flags_of_their_own_and_bad_values(tiny_case: dict[str, Path], tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "registraton_steps=5"], "unknown setting; settable are", run)
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "teacher=tiny"], "use its own flag --teacher", run)
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "atlas_prior=maybe"], "expected on or off", run)
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "ema_alpha=high"], "expected a value like 0.99", run)
+    _expect_error(capsys, [*_train(tiny_case, run), "--set", "joint_steps"], "--set takes KEY=VALUE", run)

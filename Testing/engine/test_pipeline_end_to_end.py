@@ -121,7 +121,7 @@ def test_fine_grid_refinement_runs_by_default_and_can_be_switched_off(
     tiny_case: dict[str, Path], tiny_run: Path, tiny_results: Path, tmp_path: Path
 ) -> None:
     refined = json.loads((tiny_results / "scan_a_image" / "qc.json").read_text())
-    assert "fine-grid refinement (3 steps at" in refined["registration"] and refined["timings_s"]["fine_refinement_s"] > 0
+    assert "fine MIND-SSC stage (" in refined["registration"] and refined["timings_s"]["fine_refinement_s"] > 0
     result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", tmp_path, "--refinement-steps", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     plain = json.loads((tmp_path / "scan_a_image" / "qc.json").read_text())
@@ -175,7 +175,8 @@ def test_training_measures_a_volume_calibration_that_segment_applies(
     common = ("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--refinement-steps", "0",
               "--label-smoothing-mm", "0")
     assert engine(*common, "--out", tmp_path / "off", "--volume-calibration", "off").returncode == 0
-    result = engine(*common, "--out", tmp_path / "on")  # on is the default
+    assert json.loads((tmp_path / "off" / "scan_a_image" / "qc.json").read_text())["volume_calibration"] is None
+    result = engine(*common, "--out", tmp_path / "on", "--volume-calibration", "on")
     assert result.returncode == 0, result.stderr[-2000:]
     off, on = tmp_path / "off" / "scan_a_image", tmp_path / "on" / "scan_a_image"
     assert json.loads((off / "qc.json").read_text())["volume_calibration"] is None

@@ -11,7 +11,7 @@ from tiny_case import assert_same_weights, copy_prepared, engine, start_training
 
 from RRLMedSAMLib.registration.volume_calibration import read_volume_calibration
 
-STEPS = ("--registration-steps", "40", "--segmentation-steps", "16")
+STEPS = ("--set", "registration_steps=40", "--set", "segmentation_steps=16", "--volume-calibration", "on")
 
 
 @pytest.fixture(scope="module")

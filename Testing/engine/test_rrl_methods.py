@@ -16,8 +16,8 @@ from RRLMedSAMLib import cli
 from RRLMedSAMLib.models.mutual_ema import MutualEMA
 from RRLMedSAMLib.training import rrl_stages
 
-FEW_STEPS = ("--teacher", "tiny", "--registration-steps", "2", "--distill-steps", "2", "--pretrain-steps", "2",
-             "--joint-steps", "3", "--autosam-steps", "3")
+FEW_STEPS = ("--teacher", "tiny", "--set", "registration_steps=2", "--set", "distill_steps=2", "--set", "pretrain_steps=2",
+             "--set", "joint_steps=3", "--set", "autosam_steps=3")
 
 
 def _train_and_segment(case: dict[str, Path], folder: Path, method: str, segment: bool = True,
@@ -68,10 +68,10 @@ def test_mutual_ema_runs_after_every_stage_2_step(
 
 @pytest.mark.parametrize("method", ["rrl-no-distill", "rrl-no-prompt"])
 def test_rrl_ablations_train_and_segment(method: str, tiny_case: dict[str, Path], tmp_path: Path) -> None:
-    run, result = _train_and_segment(tiny_case, tmp_path, method, True, "--no-volume-calibration")
+    run, result = _train_and_segment(tiny_case, tmp_path, method, True)
     card = json.loads((run / "model_card.json").read_text())
     assert card["method"] == method
-    assert card["volume_calibration"] == {"applied": False, "reason": "switched off (--no-volume-calibration)"}
+    assert card["volume_calibration"] == {"applied": False, "reason": "not requested (train --volume-calibration off)"}
     assert not (run / "volume_calibration.json").exists()
     stages = {json.loads(line)["stage"] for line in (run / "progress.jsonl").read_text().splitlines()}
     assert "volume_calibration" not in stages
@@ -120,7 +120,7 @@ def test_auto_teacher_without_weights_trains_without_distillation_and_says_so(
 ) -> None:
     monkeypatch.setenv("RRLMEDSAM_WEIGHTS_DIR", str(tmp_path / "empty"))
     out = tmp_path / "run"
-    steps = ("--registration-steps", "1", "--pretrain-steps", "1", "--joint-steps", "1")
+    steps = ("--set", "registration_steps=1", "--set", "pretrain_steps=1", "--set", "joint_steps=1")
     assert cli.main(train_args(tiny_case, out, *steps)) == 0
     assert "Teacher: none (no verified SAM checkpoint found in" in capsys.readouterr().out
     card = json.loads((out / "model_card.json").read_text())

@@ -17,8 +17,8 @@ from RRLMedSAMLib.run.checkpoint import read_checkpoint
 from RRLMedSAMLib.run.folder import RunFolder
 
 #: Long enough a stage 2 to interrupt it reliably, short enough for CI.
-STEPS = ("--teacher", "tiny", "--registration-steps", "8", "--distill-steps", "3", "--pretrain-steps", "4",
-         "--joint-steps", "16")
+STEPS = ("--teacher", "tiny", "--set", "registration_steps=8", "--set", "distill_steps=3", "--set", "pretrain_steps=4",
+         "--set", "joint_steps=16")
 
 
 @pytest.fixture(scope="module")

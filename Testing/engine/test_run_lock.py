@@ -16,7 +16,7 @@ from RRLMedSAMLib.io.folder_lock import FolderLock
 from RRLMedSAMLib.run.state import read_run_state
 
 #: Long enough for the race to be decided while the winner trains; short enough to resume quickly.
-STEPS = ("--method", "plain", "--registration-steps", "12", "--segmentation-steps", "2", "--no-volume-calibration")
+STEPS = ("--method", "plain", "--set", "registration_steps=12", "--set", "segmentation_steps=2")
 
 
 def _state(run: Path) -> dict:

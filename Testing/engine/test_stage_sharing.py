@@ -1,4 +1,5 @@
-"""Stage sharing: an ablation started from a finished run's common stages equals one trained from scratch."""
+"""Stage sharing (the benchmark's accelerator): an ablation started from a finished run's common stages
+equals one trained from scratch."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from pathlib import Path
 import pytest
 from tiny_case import assert_same_weights, engine, train_args
 
-from RRLMedSAMLib.training.stage_sharing import shareable_stages
+from RRLMedSAMLib.bench.stage_sharing import shareable_stages
 
-STEPS = ("--teacher", "tiny", "--registration-steps", "4", "--distill-steps", "2", "--pretrain-steps", "3",
-         "--joint-steps", "3", "--segmentation-steps", "3")
+STEPS = ("--teacher", "tiny", "--set", "registration_steps=4", "--set", "distill_steps=2", "--set", "pretrain_steps=3",
+         "--set", "joint_steps=3", "--set", "segmentation_steps=3")
+
+
+def shared_train(sources: list[Path], args: list[str]):
+    """``python -m RRLMedSAMLib.bench.stage_sharing --from SOURCES -- TRAIN ARGS`` (``args`` start with ``train``)."""
+    return engine("--from", *sources, "--", *args[1:], module="RRLMedSAMLib.bench.stage_sharing")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +73,7 @@ def test_shared_start_gives_the_weights_of_a_run_from_scratch(
     assert result.returncode == 0, result.stderr[-3000:]
 
     shared = tmp_path / "shared"
-    result = engine(*train_args(tiny_case, shared, *STEPS, "--method", method, "--share-stages-from", source_run))
+    result = shared_train([source_run], train_args(tiny_case, shared, *STEPS, "--method", method))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Reusing prealign" in result.stdout
     assert_same_weights(reference, shared)
@@ -79,9 +85,9 @@ def test_shared_start_gives_the_weights_of_a_run_from_scratch(
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tiny_case: dict[str, Path], tmp_path: Path) -> None:
-    result = engine(*train_args(tiny_case, tmp_path / "run", *STEPS, "--share-stages-from", tmp_path))
+    result = shared_train([tmp_path], train_args(tiny_case, tmp_path / "run", *STEPS))
     assert result.returncode == 2
-    assert "--share-stages-from" in result.stderr and "Traceback" not in result.stderr
+    assert "stage sharing" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "config.json").exists()
 
 

@@ -78,11 +78,12 @@ def make_case(folder: Path) -> dict[str, Path]:
     }
 
 
-def engine(*args: str | os.PathLike, timeout: float = 600, **popen: object) -> subprocess.CompletedProcess:
-    """Run ``python -m RRLMedSAMLib ARGS`` in a real subprocess, capturing text output."""
+def engine(*args: str | os.PathLike, timeout: float = 600, module: str = "RRLMedSAMLib",
+           **popen: object) -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGS`` (by default the engine's command line) in a real subprocess, capturing text output."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
-        [sys.executable, "-m", "RRLMedSAMLib", *map(str, args)], capture_output=True, text=True, cwd=REPO,
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=REPO,
         env=env, timeout=timeout, **popen,
     )
 
