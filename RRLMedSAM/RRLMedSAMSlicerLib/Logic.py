@@ -102,11 +102,14 @@ class RRLMedSAMLogic:
         resume: bool = False,
         seed: int | None = None,
         sam_checkpoint: Path | None = None,
+        volume_calibration: bool = False,
     ) -> list[str]:
         """Export the atlas and scans into ``run_folder/inputs`` and return the ``train`` command.
 
         ``sam_checkpoint``: a custom SAM checkpoint (e.g. MedSAM) the user accepted without a
         verifiable checksum; passed as ``--sam-checkpoint PATH --allow-custom-weights``.
+        ``volume_calibration``: end the training with the volume calibration stage
+        (``--volume-calibration on``), which segmenting with the calibration needs.
         """
         if atlas_volume is None or atlas_segmentation is None:
             raise sc.SceneConversionError("Choose the atlas volume and its segmentation first.")
@@ -133,6 +136,7 @@ class RRLMedSAMLogic:
             command += ["--seed", str(int(seed))]
         if sam_checkpoint is not None:
             command += ["--sam-checkpoint", str(sam_checkpoint), "--allow-custom-weights"]
+        command += ["--volume-calibration", "on" if volume_calibration else "off"]
         return command
 
     # ------------------------------------------------------------ segmentation
@@ -140,7 +144,7 @@ class RRLMedSAMLogic:
     def segment_command(
         self, run_folder: Path, scans: list[slicer.vtkMRMLScalarVolumeNode], device: str = "auto",
         label_smoothing_mm: float | str = AUTO_SMOOTHING, registration_ensemble: int = 1,
-        volume_calibration: bool = True,
+        volume_calibration: bool = False,
     ) -> tuple[list[str], SegmentationJob]:
         """Export ``scans`` into a new results folder and return the ``segment`` command and job.
 
@@ -148,7 +152,9 @@ class RRLMedSAMLogic:
         its volume; ``"auto"`` (the engine's default) lets it choose each structure's sigma from the
         atlas; 0 turns smoothing off. ``registration_ensemble`` > 1
         asks it to register each scan that many times from slightly moved starts and vote.
-        ``volume_calibration`` False switches off the run's volume calibration (the engine's default is on).
+        ``volume_calibration`` applies the run's volume calibration (runs trained with it only).
+        The defaults are the engine's (``SegmentOptions``), and every option is passed explicitly,
+        so the command says what ran.
         """
         run_folder = Path(run_folder)
         if not self.model_dir(run_folder).is_dir():
@@ -170,14 +176,11 @@ class RRLMedSAMLogic:
         job = SegmentationJob(out_dir / "output", tuple(images), mapping)
         command = [
             *self.command(), "segment", "--model", str(self.model_dir(run_folder)),
-            "--image", *map(str, images), "--out", str(job.out_dir), "--device", device,
+            "--images", *map(str, images), "--out", str(job.out_dir), "--device", device,
         ]
         smoothing = AUTO_SMOOTHING if label_smoothing_mm == AUTO_SMOOTHING else f"{float(label_smoothing_mm):g}"
-        command += ["--label-smoothing-mm", smoothing]
-        if int(registration_ensemble) > 1:
-            command += ["--registration-ensemble", str(int(registration_ensemble))]
-        if not volume_calibration:
-            command += ["--volume-calibration", "off"]
+        command += ["--label-smoothing-mm", smoothing, "--registration-ensemble", str(int(registration_ensemble)),
+                    "--volume-calibration", "on" if volume_calibration else "off"]
         return command, job
 
     def load_results(

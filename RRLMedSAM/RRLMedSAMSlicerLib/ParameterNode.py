@@ -34,7 +34,7 @@ class RRLMedSAMParameterNode:
     labelSmoothingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
     labelSmoothingAuto: bool = True
     registrationEnsemble: Annotated[int, WithinRange(1, 25)] = 1
-    volumeCalibration: bool = True
+    volumeCalibration: bool = False
     fieldDisplay: Annotated[str, Choice(list(FIELD_DISPLAY_MODES))] = "grid"
     fieldOverlay: Annotated[str, Choice(list(FIELD_OVERLAYS))] = "none"
     showPromptMasks: bool = False

@@ -260,7 +260,7 @@ class RRLMedSAMMainWidget(VTKObservationMixin):
                 command = self.logic.train_command(
                     folder, node.atlasVolume, node.atlasSegmentation, scan_nodes(node),
                     preset=self.enginePresetOverride or node.preset, device=node.device, seed=node.seed,
-                    sam_checkpoint=self.customCheckpoint(),
+                    sam_checkpoint=self.customCheckpoint(), volume_calibration=node.volumeCalibration,
                 )
             except Exception:
                 rl.delete_run(self.runsRoot(), rl.read_run(folder))  # nothing was started in it

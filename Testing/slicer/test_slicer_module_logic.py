@@ -120,12 +120,12 @@ def test_train_and_segment_commands_follow_the_engine_contract(scene, tmp_path):
     assert smoothed[smoothed.index("--label-smoothing-mm") + 1] == "2.5"
     off, _ = logic.segment_command(tmp_path, scans, label_smoothing_mm=0.0)
     assert off[off.index("--label-smoothing-mm") + 1] == "0"
-    assert "--registration-ensemble" not in command
+    assert command[command.index("--registration-ensemble") + 1] == "1"
     ensemble, _ = logic.segment_command(tmp_path, scans, registration_ensemble=9)
     assert ensemble[ensemble.index("--registration-ensemble") + 1] == "9"
-    assert "--volume-calibration" not in command
-    uncalibrated, _ = logic.segment_command(tmp_path, scans, volume_calibration=False)
-    assert uncalibrated[uncalibrated.index("--volume-calibration") + 1] == "off"
+    assert command[command.index("--volume-calibration") + 1] == "off"
+    calibrated, _ = logic.segment_command(tmp_path, scans, volume_calibration=True)
+    assert calibrated[calibrated.index("--volume-calibration") + 1] == "on"
     with pytest.raises(sc.SceneConversionError, match="at least one scan"):
         logic.train_command(tmp_path, atlas, segmentation, [])
     with pytest.raises(sc.SceneConversionError, match="also checked"):

@@ -91,3 +91,22 @@ def test_node_selectors_get_the_scene():
     receivers = {c.findtext("receiver") for c in root.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     selectors = {name for name, (cls, _) in ui_widgets().items() if cls.startswith("qMRML") and "ComboBox" in cls}
     assert selectors <= receivers
+
+
+def parameter_defaults() -> dict[str, object]:
+    """Field name -> default value (literals only) of the ``@parameterNodeWrapper`` class."""
+    tree = ast.parse(PARAMETER_FILE.read_text())
+    wrapped = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.decorator_list)
+    return {s.target.id: ast.literal_eval(s.value) for s in wrapped.body
+            if isinstance(s, ast.AnnAssign) and s.value is not None and isinstance(s.value, ast.Constant)}
+
+
+def test_the_panel_starts_from_the_engines_segment_defaults():
+    """The panel's segmentation options start where ``rrlmedsam segment`` does (one set of defaults)."""
+    from RRLMedSAMLib.inference.label_smoothing import AUTO
+    from RRLMedSAMLib.inference.segment_options import SegmentOptions
+
+    engine, panel = SegmentOptions(), parameter_defaults()
+    assert panel["labelSmoothingAuto"] == (engine.label_smoothing_mm == AUTO)
+    assert panel["registrationEnsemble"] == engine.registration_ensemble
+    assert panel["volumeCalibration"] == engine.volume_calibration
