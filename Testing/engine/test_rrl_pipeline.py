@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,35 +82,6 @@ def test_sigterm_in_stage_2_resumes_to_identical_weights(tiny_case: dict[str, Pa
     resumed = engine(*train_args(tiny_case, out, *STEPS, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_weights(rrl_run, out)
-
-
-def _sitk_mean_dice(prediction: Path, truth: Path) -> float:
-    """Mean Dice over the labels present in both, measured with SimpleITK (independent of the engine)."""
-    pred, true = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(truth))
-    true.CopyInformation(pred)
-    labels = sorted((set(np.unique(sitk.GetArrayViewFromImage(pred))) & set(np.unique(sitk.GetArrayViewFromImage(true)))) - {0})
-    measures = sitk.LabelOverlapMeasuresImageFilter()
-    measures.Execute(sitk.Cast(pred, sitk.sitkUInt16), sitk.Cast(true, sitk.sitkUInt16))
-    return float(np.mean([measures.GetDiceCoefficient(int(label)) for label in labels]))
-
-
-def test_registration_by_stage_bench_ends_at_the_final_registration(
-    tiny_case: dict[str, Path], rrl_run: Path, rrl_results: Path, tmp_path: Path
-) -> None:
-    dataset = tmp_path / "dataset"
-    (dataset / "images").mkdir(parents=True)
-    (dataset / "labels").mkdir()
-    (dataset / "images" / "scan_a.nii.gz").symlink_to(tiny_case["scan_a"])
-    (dataset / "labels" / "scan_a.nii.gz").symlink_to(tiny_case["scan_a_label"])
-    script = Path(__file__).resolve().parents[2] / "bench" / "registration_by_stage.py"
-    out = tmp_path / "stages.json"
-    result = subprocess.run([sys.executable, str(script), "--model", str(rrl_run), "--dataset", str(dataset),
-                             "--scans", "scan_a", "--out", str(out)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    stages = json.loads(out.read_text())["stages"]
-    assert list(stages) == ["registration", "medical_pretrain", "joint_stage2"]
-    final = _sitk_mean_dice(rrl_results / "warped_atlas_label.nii.gz", tiny_case["scan_a_label"])
-    assert stages["joint_stage2"]["mean"] == pytest.approx(final, abs=1e-6)
 
 
 def test_pretraining_continues_the_registration_optimiser(rrl_run: Path) -> None:
