@@ -22,7 +22,6 @@ from RRLMedSAMLib.sam.checkpoints import VerifiedCheckpoint, verify_checkpoint
 from RRLMedSAMLib.training.context import TrainingContext
 from RRLMedSAMLib.training.segmentation_stage import batch_dice
 from RRLMedSAMLib.training.stage_runner import StepResult
-from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
 
 def head_checkpoint(teacher: dict) -> VerifiedCheckpoint | None:
@@ -66,7 +65,7 @@ def train_autosam(ctx: TrainingContext) -> dict[str, nn.Module]:
     head = networks["head"].to(ctx.device)
     teacher = build_teacher(ctx.teacher, settings, ctx.device)
     assert teacher is not None
-    features = compute_teacher_features(teacher, {"atlas": data.atlas_image}, ctx.run.root / "cache" / "teacher", ctx.progress)
+    features = ctx.teacher_features(teacher, {"atlas": data.atlas_image})
     del teacher
     slices = features_to_slices(features["atlas"]).contiguous()
     labels = labels_to_slices(torch.from_numpy(data.atlas_classes), settings.slice_axis, settings.slice_size)

@@ -47,7 +47,6 @@ from RRLMedSAMLib.training.distill_data import collect_distill_paths, prepare_di
 from RRLMedSAMLib.training.registration_stage import make_registration_step, registration_pair
 from RRLMedSAMLib.training.segmentation_stage import batch_dice, sample_training_volumes
 from RRLMedSAMLib.training.stage_runner import StepResult
-from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
 
 def _volume(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -180,11 +179,12 @@ def _teacher_stage(ctx: TrainingContext) -> tuple[list[torch.Tensor], list[np.nd
     distill: dict[str, np.ndarray] = {}
     if ctx.settings.distill_images:
         paths = collect_distill_paths(ctx.settings.distill_images)
-        stacked = prepare_distill_volumes(paths, data.atlas_image.shape, ctx.run.root / "cache" / "distill_images.safetensors")
+        cache = ctx.run.root / "cache" / "distill_images.safetensors"
+        stacked = ctx.group.main_first(lambda: prepare_distill_volumes(paths, data.atlas_image.shape, cache))
         distill = {f"distill:{i}:{p.name}": v for i, (p, v) in enumerate(zip(paths, stacked))}
     teacher = build_teacher(ctx.teacher, ctx.settings, ctx.device)
     assert teacher is not None
-    features = compute_teacher_features(teacher, volumes | distill, ctx.run.root / "cache" / "teacher", ctx.progress)
+    features = ctx.teacher_features(teacher, volumes | distill)
     del teacher
     target = [features[name] for name in volumes]
     if distill:

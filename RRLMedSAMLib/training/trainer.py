@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -30,6 +31,7 @@ from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.run.checkpoint import save_weights
 from RRLMedSAMLib.run.config import run_settings, run_working_grid
 from RRLMedSAMLib.run.device import resolve_device
+from RRLMedSAMLib.run.distributed import current, launch_from_env, process_group
 from RRLMedSAMLib.run.folder import (
     RUN_FILES,
     RunFolder,
@@ -48,6 +50,7 @@ from RRLMedSAMLib.run.teacher import resolve_teacher, teacher_log_line, teacher_
 from RRLMedSAMLib.training.autosam_stage import train_autosam
 from RRLMedSAMLib.training.calibration_stage import calibrate_run
 from RRLMedSAMLib.training.context import TrainingContext
+from RRLMedSAMLib.training.data_parallel import follow_training
 from RRLMedSAMLib.training.distill_data import collect_distill_paths
 from RRLMedSAMLib.training.prepare import (
     Atlas,
@@ -61,7 +64,6 @@ from RRLMedSAMLib.training.prepare import (
 from RRLMedSAMLib.training.registration_stage import make_registration_step
 from RRLMedSAMLib.training.rrl_stages import train_rrl
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
-from RRLMedSAMLib.training.stage_sharing import read_share_sources, reuse_shared_stages
 
 
 @dataclass
@@ -81,12 +83,13 @@ class TrainRequest:
     method: str | None = None
     teacher: str | None = None
     rrl: dict = field(default_factory=dict)
-    share_stages_from: list[Path] = field(default_factory=list)
-    volume_calibration: bool = True
+    prepare_run: Callable[[RunFolder, dict], None] | None = None
+    volume_calibration: bool = False
     """``method``: a name of ``run/methods.py`` (``None``: ``rrl`` for a new run, the stored one on resume).
     ``teacher``: shortcut for ``rrl["teacher"]``. ``rrl``: :class:`RRLSettings` overrides (teacher,
-    slice size, stage lengths...; ``None`` values ignored). ``share_stages_from``: finished run folders
-    whose stages in common with this new run are copied instead of recomputed (see ``training/stage_sharing.py``).
+    slice size, stage lengths...; ``None`` values ignored). ``prepare_run(run, config)``: called once a
+    new run folder holds its configuration and atlas, before any stage (the benchmark copies the
+    stages a new run shares with a finished one here: :mod:`RRLMedSAMLib.bench.stage_sharing`).
     ``volume_calibration``: end with the volume calibration stage (``training/calibration_stage.py``)."""
 
 
@@ -114,7 +117,7 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
         config = read_config(run)
         if config["inputs"] != _inputs_config(request):
             raise InputError(f"--resume with different inputs than the training in {run.root}; pass the same atlas and images.")
-        stored = config.get("method", "plain")
+        stored = config["method"]
         if request.method is not None and request.method != stored:
             raise InputError(f"--resume with --method {request.method}, but the training in {run.root} uses {stored}.")
         return config
@@ -132,6 +135,29 @@ def _start_or_resume(request: TrainRequest, run: RunFolder) -> dict | None:
 
 
 def train(request: TrainRequest, progress: ProgressReporter | None = None) -> RunFolder:
+    """Run (or resume) a training; returns the run folder.
+
+    Launched by ``torchrun`` with more than one process, this process is one rank of a
+    data-parallel job (:mod:`RRLMedSAMLib.training.data_parallel`): rank 0 does what a single
+    process does, the others train alongside it. torchrun's elastic restart of the job resumes.
+    """
+    launch = launch_from_env()
+    if launch is not None and not current().active:
+        with process_group(resolve_device(request.device), launch):
+            return train(request, progress)
+    group = current()
+    if not group.is_main:
+        return follow_training(Path(request.out), group, TRAINERS)
+    if not request.resume and group.restarted_in(Path(request.out)):
+        request = replace(request, resume=True)
+    try:
+        return _train_in_lock(request, progress)
+    except BaseException as error:
+        group.abandon_setup(error)
+        raise
+
+
+def _train_in_lock(request: TrainRequest, progress: ProgressReporter | None) -> RunFolder:
     """Run (or resume) a training under the run folder's lock; returns the run folder.
 
     Inputs are validated before anything is written: a refused request leaves no file behind.
@@ -174,7 +200,6 @@ class _Validated:
     preset: Preset | None = None
     settings: RRLSettings | None = None
     teacher: dict | None = None
-    share_sources: list = field(default_factory=list)
     device: torch.device | None = None
     label_table: list[LabelEntry] | None = None
 
@@ -195,11 +220,10 @@ def _validated_request(request: TrainRequest, run: RunFolder, stored: dict | Non
                 f"--method {checked.method.name} needs the SAM encoder, but {checked.teacher['reason']}. Pass --teacher "
                 "vit_b with the weights in the weights folder (or --sam-checkpoint FILE), or --teacher random-vit_b for a benchmark."
             )
-        checked.share_sources = read_share_sources(request.share_stages_from)
         checked.label_table = build_label_table(atlas.label, request.atlas_label, request.labels_table)
         grid = make_working_grid(atlas.label, checked.preset.grid_size, divisor=checked.preset.grid_divisor)
     else:
-        grid = run_working_grid(stored, atlas.label)
+        grid = run_working_grid(stored)
     for path, image, what in [(request.atlas_image, atlas.image, "Atlas image"),
                               *[(p, scan, "Image") for p, scan in zip(request.images, scans)]]:
         check_registrable(image, path, what, grid.spacing_mm)
@@ -232,9 +256,8 @@ def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, ch
         write_image(atlas.label, run.atlas_label)
         write_label_table(checked.label_table, run.labels)
         write_json_atomic(run.config, config)
-        shared = reuse_shared_stages(checked.share_sources, run, config) if checked.share_sources else None
-        if shared:
-            print(f"Reusing {', '.join(shared['stages'])} of {shared['source']} ({shared['source_method']}).", flush=True)
+        if request.prepare_run is not None:
+            request.prepare_run(run, config)
     else:
         config = stored
     method, preset, settings, teacher = run_settings(config)
@@ -244,18 +267,22 @@ def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, ch
     if run.prepared.exists():
         data = load_prepared(run.prepared)
     else:
-        grid = run_working_grid(config, atlas.label)
+        grid = run_working_grid(config)
         data = prepare_training_data(atlas, scans, names, grid, preset.affine_iterations, seed, progress)
         write_json_atomic(run.prealignment, prealignment_record(request.images, data))
         save_prepared(data, run.prepared)
+    group = current()
+    group.record_launch(run.root)
+    group.announce_setup()
+    device = group.place(device)
 
-    context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher)
+    context = TrainingContext(run, config, method, preset, settings, data, device, progress, seed, teacher, group)
     networks = TRAINERS[method.family](context)
     save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
     card = _model_card(config, networks, device, run) | {"model_sha256": sha256_file(run.model)}
     write_json_atomic(run.model_card, card | {
         "volume_calibration": _calibrate_volumes(run, device, progress) if request.volume_calibration
-        else {"applied": False, "reason": "switched off (--no-volume-calibration)"}})
+        else {"applied": False, "reason": "not requested (train --volume-calibration off)"}})
     progress.done(f"model written to {run.model} (method {method.name}; teacher {teacher['name']})")
 
 
@@ -336,6 +363,7 @@ def _model_card(config: dict, networks: dict[str, nn.Module], device: torch.devi
         "settings": settings,
         "teacher": teacher,
         "parameters": parameters,
-        "trained_on": {"device": str(device), "torch": torch.__version__, "python": platform.python_version()},
+        "trained_on": {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+                       **current().describe()},
         "shared_stages": json.loads(run.shared_stages.read_text()) if run.shared_stages.is_file() else None,
     }

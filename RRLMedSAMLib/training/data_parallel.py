@@ -1,0 +1,114 @@
+"""Data-parallel training under ``torchrun``: what the ranks other than 0 do, and the shared stages.
+
+Rank 0 runs :func:`RRLMedSAMLib.training.trainer.train` as a single process would: it holds the run
+folder's lock, validates the request, writes the configuration and the prepared data, and at the
+end the model, the model card and the volume calibration. The other ranks wait for that setup
+(:func:`follow_training`), then run the same stages on the same weights, each on its own draw of
+scans per step (:mod:`RRLMedSAMLib.training.stage_runner`); the optimisers average gradients over
+the ranks.
+
+The stages computed once per volume are split across the ranks and shared through the run folder:
+
+* ``teacher_features``: each rank encodes its share of the volumes into the teacher feature cache
+  (``cache/teacher/``, one file per volume, written atomically); after a barrier every rank reads
+  all of them back.
+* ``pseudo_labels``: each rank warps the atlas label onto its share of the scans and writes one
+  file per scan (``cache/pseudo_label_shares/<scan>-<weights digest>.safetensors``, atomically);
+  after a barrier every rank reads all of them, rank 0 writes ``cache/pseudo_labels.safetensors``
+  and removes the shares. A share names the registration weights it came from, so a relaunched job
+  reuses the shares of the same weights and never those of others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+
+from RRLMedSAMLib.io.atomic import atomic_path
+from RRLMedSAMLib.progress import ProgressReporter
+from RRLMedSAMLib.registration.register import register_on_grid
+from RRLMedSAMLib.registration.spatial_transformer import warp_classes
+from RRLMedSAMLib.run.config import run_settings
+from RRLMedSAMLib.run.distributed import ProcessGroup, modules_digest
+from RRLMedSAMLib.run.folder import RunFolder, read_config
+from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
+from RRLMedSAMLib.training.prepare import load_prepared
+from RRLMedSAMLib.training.teacher_features import compute_teacher_features
+
+if TYPE_CHECKING:
+    from RRLMedSAMLib.training.context import TrainingContext
+
+SHARES_FOLDER = Path("cache") / "pseudo_label_shares"
+
+
+def silent_progress() -> ProgressReporter:
+    """A reporter that prints and logs nothing (ranks other than 0); a stop file still stops it."""
+    return ProgressReporter(None, stream=open(os.devnull, "w"), show_bar=False, min_interval_s=3600.0)  # noqa: SIM115
+
+
+def follow_training(
+    out: Path, group: ProcessGroup, trainers: Mapping[str, Callable[["TrainingContext"], dict[str, nn.Module]]]
+) -> RunFolder:
+    """A rank other than 0: wait for rank 0's setup of ``out``, then train alongside it.
+
+    Writes nothing but its shares of the shared stages; raises :class:`InputError` when rank 0
+    refused the request.
+    """
+    from RRLMedSAMLib.training.context import TrainingContext  # the context calls back into this module
+
+    run = RunFolder(Path(out))
+    group.wait_for_setup()
+    config = read_config(run)
+    method, preset, settings, teacher = run_settings(config)
+    data = load_prepared(run.prepared)
+    assert group.device is not None
+    context = TrainingContext(run, config, method, preset, settings, data, group.device, silent_progress(),
+                              int(config["seed"]), teacher, group)
+    trainers[method.family](context)
+    return run
+
+
+def shared_teacher_features(
+    ctx: "TrainingContext", teacher: FeatureTeacher, volumes: Mapping[str, np.ndarray], cache_folder: Path
+) -> dict[str, torch.Tensor]:
+    """Teacher features ``(256, n, S/16, S/16)`` float16 of every volume; each rank encodes its share."""
+    names = list(volumes)
+    compute_teacher_features(teacher, {name: volumes[name] for name in ctx.group.shard(names)}, cache_folder,
+                             ctx.progress)
+    ctx.group.barrier()
+    return compute_teacher_features(teacher, volumes, cache_folder, silent_progress())
+
+
+def shared_pseudo_labels(ctx: "TrainingContext", registration: nn.Module) -> np.ndarray:
+    """The atlas label warped onto every scan ``(N, D, H, W)``; each rank registers its share of the scans."""
+    data, group, run = ctx.data, ctx.group, ctx.run
+    digest = modules_digest({"registration": registration})[:16]
+    folder = run.root / SHARES_FOLDER
+    paths = [folder / f"{index:05d}-{digest}.safetensors" for index in range(len(data.scans))]
+    mine = group.shard(range(len(data.scans)))
+    ctx.progress.start_stage("pseudo_labels", len(mine), f"warping the atlas label onto {len(mine)} of "
+                                                         f"{len(data.scans)} scans on each of {group.world_size} ranks")
+    for done, index in enumerate(mine, start=1):
+        if not paths[index].is_file():
+            ddf = register_on_grid(registration, data.atlas_image, data.scans[index], ctx.preset, ctx.device)
+            with atomic_path(paths[index]) as temp:
+                save_file({"classes": warp_classes(data.atlas_classes, data.num_classes, ddf)}, str(temp))
+        ctx.progress.update(done, message=f"pseudo label of {data.scan_names[index]}")
+    group.barrier()
+    classes = np.stack([load_file(str(path))["classes"] for path in paths])
+    if group.is_main:
+        with atomic_path(run.pseudo_labels) as temp:
+            save_file({"classes": classes}, str(temp))
+    group.barrier()
+    if group.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+    ctx.progress.end_stage()
+    return classes
