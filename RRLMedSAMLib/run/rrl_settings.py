@@ -81,16 +81,16 @@ class RRLSettings:
         if self.teacher not in TEACHER_CHOICES:
             raise InputError(f"Unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_CHOICES)}.")
         if self.slice_size not in SLICE_SIZES:
-            raise InputError(f"--slice-size must be one of {', '.join(map(str, SLICE_SIZES))}, got {self.slice_size}.")
+            raise InputError(f"--set slice_size must be one of {', '.join(map(str, SLICE_SIZES))}, got {self.slice_size}.")
         if self.slice_axis not in (0, 1, 2):
-            raise InputError(f"--slice-axis must be 0, 1 or 2, got {self.slice_axis}.")
+            raise InputError(f"--set slice_axis must be 0, 1 or 2, got {self.slice_axis}.")
         if self.distill_loss not in LOSS_KINDS:
-            raise InputError(f"--distill-loss must be one of {', '.join(LOSS_KINDS)}, got {self.distill_loss!r}.")
+            raise InputError(f"--set distill_loss must be one of {', '.join(LOSS_KINDS)}, got {self.distill_loss!r}.")
         if not 0.0 <= self.ema_alpha <= 1.0:
-            raise InputError(f"--ema-alpha must lie in [0, 1], got {self.ema_alpha}.")
+            raise InputError(f"--set ema_alpha must lie in [0, 1], got {self.ema_alpha}.")
         for name in ("distill_steps", "pretrain_steps", "joint_steps", "autosam_steps"):
             if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('_', '-')} must not be negative.")
+                raise InputError(f"--set {name} must not be negative.")
         return self
 
 
