@@ -2,8 +2,8 @@
 
 Where a boundary carries little contrast (prostate T2), the deformable registration moves it only
 part of the way from the atlas's position to the scan's: a gland smaller than the atlas's comes
-out too large, a larger one too small (docs/benchmarks.md, "the volumes regress towards the
-atlas's"). How far it moves can be measured without labels. After training, each of a few
+out too large, a larger one too small (docs/benchmarks.md, prostate: a log-volume slope of 0.45 on the
+truth). How far it moves can be measured without labels. After training, each of a few
 training scans is registered as it is and again after a known synthetic change of a structure's
 size: a sphere about the structure (as the registration places it) is scaled by
 :data:`CALIBRATION_SCALES` and the scan outside it is left alone. The median ratio of the
