@@ -21,6 +21,10 @@ import psutil
 import pytest
 from tiny_case import REPO, assert_same_weights, engine, train_args
 
+from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.run.distributed import SINGLE, launch_from_env
+from RRLMedSAMLib.training.stage_runner import step_generator
+
 STEPS = ("--teacher", "tiny", "--set", "registration_steps=6", "--set", "distill_steps=2", "--set", "pretrain_steps=2",
          "--set", "joint_steps=6")
 
@@ -137,3 +141,22 @@ def test_killed_rank_and_killed_job_both_resume_to_the_reference_weights(
     finish(torchrun(train_args(tiny_case, out, *STEPS, "--resume"), log), log)
     assert stage_starts(out, "joint_stage2")[-1] >= 4
     assert_same_weights(reference[0], out)
+
+
+def test_launch_is_read_from_torchrun_environment() -> None:
+    assert launch_from_env({}) is None
+    assert launch_from_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}) is None  # one process: as alone
+    launch = launch_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "TORCHELASTIC_RESTART_COUNT": "2",
+                              "TORCHELASTIC_RUN_ID": "job"})
+    assert (launch.rank, launch.world_size, launch.local_rank, launch.restart_count, launch.job_id) == (3, 4, 1, 2, "job")
+    for broken in ({"WORLD_SIZE": "2"}, {"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"},
+                   {"WORLD_SIZE": "two", "RANK": "0", "LOCAL_RANK": "0"}):
+        with pytest.raises(InputError):
+            launch_from_env(broken)
+
+
+def test_rank_0_draws_what_a_single_process_draws_and_other_ranks_differ() -> None:
+    single = step_generator(7, "registration", 5).random(4)
+    assert (step_generator(7, "registration", 5, rank=0).random(4) == single).all()
+    assert not (step_generator(7, "registration", 5, rank=1).random(4) == single).any()
+    assert SINGLE.shard(list(range(5))) == [0, 1, 2, 3, 4] and not SINGLE.active and SINGLE.is_main
