@@ -6,8 +6,10 @@ Two levels, both here:
   optimisation, between two arrays already on the working grid. Training's pseudo labels call it
   directly (their scans are prepared working-grid arrays), and :func:`register` builds on it.
 * :func:`register` - one scan on its own grid, from an affine start: resample onto the working
-  grid, :func:`register_on_grid`, then the fine-grid refinement when the run has one. ``segment``
-  (every registration, ensemble members included) and the volume calibration call it.
+  grid, :func:`register_on_grid`, then the fine registration stage when the run has one
+  (:mod:`RRLMedSAMLib.registration.fine_stage`: MIND-SSC instance optimisation, coarse to fine, at
+  the atlas's resolution). ``segment`` (every registration, ensemble members included) and the
+  volume calibration call it.
 
 Displacements follow the working grid's conventions (:mod:`RRLMedSAMLib.geometry.working_grid`):
 arrays ``(3, D, H, W)`` (tensors ``(1, 3, D, H, W)``) in voxels of the grid they live on,
@@ -19,14 +21,15 @@ turns one into a physical field on the scan's grid.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement, refine_on_fine_grid
+from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
+from RRLMedSAMLib.registration.fine_stage import FineStage
 from RRLMedSAMLib.registration.instance_optimization import refine_registration
 from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.registration.network import RegistrationNetwork
@@ -63,8 +66,8 @@ class Registration:
         atlas_working: the atlas image on ``grid``, ``(D, H, W)`` float32 in [0, 1].
         grid: the run's working grid (atlas space).
         preset: the run's preset, its ``instance_optimization_steps`` already those of the
-            working-grid pass (fewer when the fine-grid refinement follows).
-        refinement: the fine-grid pass, or ``None`` (off, or no finer than ``grid``).
+            working-grid pass (fewer when the fine stage follows).
+        refinement: the fine registration stage, or ``None`` (off).
         device: where the network and the optimisation run.
     """
 
@@ -72,7 +75,7 @@ class Registration:
     atlas_working: np.ndarray
     grid: WorkingGrid
     preset: Preset
-    refinement: FineRefinement | None
+    refinement: FineStage | None
     device: torch.device
 
 
@@ -80,8 +83,9 @@ def make_registration(
     network: RegistrationNetwork, atlas_image: sitk.Image, atlas_label: sitk.Image, grid: WorkingGrid,
     preset: Preset, device: torch.device, refinement_steps: int | None = None,
 ) -> Registration:
-    """The :class:`Registration` of a run (``refinement_steps`` overrides the preset's fine-grid iterations; 0 = off)."""
-    refinement = plan_fine_refinement(atlas_image, atlas_label, grid, preset, refinement_steps)
+    """The :class:`Registration` of a run (``refinement_steps`` overrides the fine stage's iterations per level; 0 = off)."""
+    plan = plan_fine_stage(atlas_image, atlas_label, grid, preset, device, refinement_steps)
+    refinement = None if plan is None else FineStage(plan, atlas_image, device)
     coarse_steps = preset.instance_optimization_steps
     if refinement is not None:
         coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
@@ -95,13 +99,16 @@ class Field:
     """An atlas->scan displacement: ``ddf`` ``(3, D, H, W)`` float32 in voxels of ``grid`` (see the module notes).
 
     ``describe`` says how it was made (``qc.json``'s ``registration`` entry); ``refinement_s`` the
-    seconds the fine-grid pass took (``None`` without one).
+    seconds the fine stage took (``None`` without one); ``details`` what the fine stage ran
+    (levels, resolution, iterations, seconds, final similarity, folding, fallbacks: see
+    :func:`RRLMedSAMLib.registration.fine_stage._details`), empty without one.
     """
 
     grid: WorkingGrid
     ddf: np.ndarray
     describe: str
     refinement_s: float | None = None
+    details: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -113,8 +120,8 @@ def register(
     ``start`` is the atlas->scan pre-alignment (a SimpleITK transform in LPS mm, mapping atlas
     points to scan points, as :func:`RRLMedSAMLib.geometry.affine.prealign_to_atlas` returns).
     ``scan_working`` is the scan already resampled onto ``model.grid`` through ``start`` and
-    normalised (computed here when ``None``). Returns the field on the fine grid when the run
-    refines, else on the working grid.
+    normalised (computed here when ``None``). Returns the field on the fine stage's last level
+    when the run has the stage, else on the working grid.
     """
     if scan_working is None:
         scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
@@ -123,6 +130,6 @@ def register(
     if model.refinement is None:
         return Field(model.grid, ddf_zyx, REGISTRATION_DEFORMABLE)
     tick = time.perf_counter()
-    refined = refine_on_fine_grid(model.refinement, scan, start, model.grid, ddf_zyx, model.device)
-    return Field(model.refinement.grid, refined, f"{REGISTRATION_DEFORMABLE} + {model.refinement.describe()}",
-                 time.perf_counter() - tick)
+    grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx)
+    return Field(grid, refined, f"{REGISTRATION_DEFORMABLE} + {model.refinement.describe()}",
+                 time.perf_counter() - tick, details)

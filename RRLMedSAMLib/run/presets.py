@@ -6,7 +6,7 @@ for real work (GPU recommended for ``full``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 from RRLMedSAMLib.errors import InputError
 
@@ -31,16 +31,25 @@ class Preset:
             (pseudo labels and segment); 0 = network only.
         atlas_prior: the segmentation networks correct the warped atlas label (a prior fused with
             their logits, see :mod:`RRLMedSAMLib.models.atlas_prior`) instead of segmenting alone.
-        refinement_grid_size: longest side (voxels) of the finer grid on which ``segment`` refines
-            each registration after the working-grid pass (never finer than the atlas's voxels;
-            skipped when not finer than the working grid); 0 = off.
-        refinement_steps: Adam iterations of that finer pass; 0 = off.
-        refinement_smoothness_weight: weight of the diffusion penalty in that pass (lower than the
-            working grid's: the finer grid resolves what a stiffer field would smooth away).
-        refinement_ncc_kernel: window (voxels of the finer grid) of that pass's local NCC.
+        refinement_grid_size: cap (voxels along the longest side) on the finest grid of the fine
+            registration stage that ``segment`` runs after the working-grid pass
+            (:mod:`RRLMedSAMLib.registration.fine_stage`; that grid is otherwise the atlas's own
+            voxels, at most 1 mm fine unless the working grid is finer); 0 = off.
+        refinement_steps: Adam iterations per level of that fine stage (fewer when the budget
+            demands); 0 = off.
         refinement_coarse_steps: instance-optimisation iterations on the working grid at ``segment``
-            when the finer pass follows (at most ``instance_optimization_steps``; the pseudo labels
+            when the fine stage follows (at most ``instance_optimization_steps``; the pseudo labels
             of training always use ``instance_optimization_steps``).
+        registration_budget_s_cpu: seconds per scan the fine stage may take on a CPU (levels,
+            iterations and resolution are sized to fit, see :mod:`RRLMedSAMLib.registration.fine_plan`).
+        registration_budget_s_gpu: the same on a GPU.
+        fine_levels: levels of the fine stage, each halving the voxel size of the one before.
+        fine_smoothness_weight: weight of the fine stage's diffusion penalty (chosen so that at most
+            0.5 % of voxels fold on the selection scans).
+        fine_control_spacing: voxels of a level between the control points of the optimised field.
+        fine_learning_rate: Adam step of the fine stage (voxels of the level).
+        fine_ncc_weight: weight of a local NCC term added to the MIND-SSC SSD (0 = features only).
+        diffeomorphic_fine: the fine stage optimises velocities integrated by scaling and squaring.
     """
 
     name: str
@@ -59,9 +68,15 @@ class Preset:
     atlas_prior: bool = True
     refinement_grid_size: int = 0
     refinement_steps: int = 0
-    refinement_smoothness_weight: float = 0.35
-    refinement_ncc_kernel: int = 5
     refinement_coarse_steps: int = 20
+    registration_budget_s_cpu: float = 30.0
+    registration_budget_s_gpu: float = 5.0
+    fine_levels: int = 3
+    fine_smoothness_weight: float = 0.3
+    fine_control_spacing: int = 2
+    fine_learning_rate: float = 1.0
+    fine_ncc_weight: float = 0.0
+    diffeomorphic_fine: bool = False
 
     @property
     def grid_divisor(self) -> int:
@@ -73,11 +88,7 @@ class Preset:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preset":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["channels"] = tuple(values["channels"])
-        values.setdefault("atlas_prior", False)
-        return cls(**values)
+        return cls(**(data | {"channels": tuple(data["channels"])}))
 
 
 PRESETS: dict[str, Preset] = {
@@ -85,13 +96,16 @@ PRESETS: dict[str, Preset] = {
                    ncc_kernel=5, checkpoint_every=4, affine_iterations=20, instance_optimization_steps=5,
                    refinement_grid_size=48, refinement_steps=3),
     "fast": Preset("fast", grid_size=64, channels=(16, 32, 64, 96, 128), registration_steps=200,
-                   segmentation_steps=250, segmentation_patch=48, refinement_grid_size=128, refinement_steps=25),
+                   segmentation_steps=250, segmentation_patch=48, refinement_grid_size=256, refinement_steps=25,
+                   registration_budget_s_cpu=30.0, registration_budget_s_gpu=5.0),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
                        segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50,
-                       refinement_grid_size=128, refinement_steps=25),
+                       refinement_grid_size=256, refinement_steps=40, registration_budget_s_cpu=90.0,
+                       registration_budget_s_gpu=10.0),
     "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
                    segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100,
-                   refinement_grid_size=192, refinement_steps=50),
+                   refinement_grid_size=256, refinement_steps=50, registration_budget_s_cpu=240.0,
+                   registration_budget_s_gpu=30.0),
 }
 
 

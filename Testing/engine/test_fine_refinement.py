@@ -1,4 +1,4 @@
-"""The fine-grid refinement of segment: displacement resampling between grids, the optimiser, the plan."""
+"""The fine stage as segment runs it: displacement resampling between grids, nested level grids, a loaded run's plan."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_dd
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segmenter import open_segmenter
-from RRLMedSAMLib.registration.fine_refinement import plan_fine_refinement
-from RRLMedSAMLib.registration.instance_optimization import refine_displacement
-from RRLMedSAMLib.registration.losses import RegistrationObjective
-from RRLMedSAMLib.run.presets import get_preset
+from RRLMedSAMLib.registration.fine_plan import coarsen
+from RRLMedSAMLib.registration.fine_stage import FineStage
 
 
 def _oblique_label(spacing: tuple[float, float, float] = (0.8, 1.2, 2.0)) -> sitk.Image:
@@ -59,38 +57,22 @@ def test_resampled_displacement_keeps_a_linear_field_in_millimetres() -> None:
     assert np.allclose(fine_mm[inside], centres[inside] @ matrix.T + offset, atol=1e-4)
 
 
-def _blob(shift: float) -> torch.Tensor:
-    z, y, x = torch.meshgrid(*[torch.arange(20.0)] * 3, indexing="ij")
-    return torch.exp(-((x - 10 - shift) ** 2 + (y - 10) ** 2 + (z - 10) ** 2) / 18.0)[None, None]
+def test_coarser_levels_cover_the_same_region_so_fields_move_between_them_exactly() -> None:
+    """A level and the next coarser one share the outer corner: ``align_corners=False`` upsampling matches the physical resampling."""
+    fine = make_working_grid(_oblique_label(), 32, divisor=4)
+    coarse = coarsen(fine, 2)
+    assert coarse.spacing_mm == 2 * fine.spacing_mm and tuple(2 * s for s in coarse.size_xyz) == fine.size_xyz
+    corner = [np.asarray(g.origin_xyz) - np.asarray(g.direction).reshape(3, 3) @ np.full(3, g.spacing_mm / 2)
+              for g in (fine, coarse)]
+    assert np.allclose(corner[0], corner[1])
+    ddf = np.random.default_rng(1).normal(size=(3, *coarse.shape_zyx)).astype(np.float32)
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(ddf)[None], scale_factor=2, mode="trilinear",
+                                                align_corners=False)[0].numpy() * 2
+    physical = resample_voxel_ddf(ddf, coarse, fine)
+    assert np.allclose(upsampled[:, 2:-2, 2:-2, 2:-2], physical[:, 2:-2, 2:-2, 2:-2], atol=1e-4)
 
 
-def test_refinement_moves_the_moving_image_onto_the_fixed_one() -> None:
-    moving, fixed, start = _blob(0.0), _blob(2.0), torch.zeros((1, 3, 20, 20, 20))
-    objective = RegistrationObjective(ncc_kernel=5, smoothness_weight=0.1)
-    assert torch.equal(refine_displacement(objective, moving, fixed, start, steps=0), start)
-    refined = refine_displacement(objective, moving, fixed, start, steps=40)
-    before, _ = objective(moving, fixed, start)
-    after, _ = objective(moving, fixed, refined)
-    assert float(after) < float(before) - 0.05
-    # the fixed blob sits 2 voxels further along x: the atlas is sampled 2 voxels back (dx < 0)
-    assert float(refined[0, 2, 8:13, 8:13, 10:15].mean()) < -0.5
-
-
-def test_refinement_plan_is_finer_than_the_working_grid_or_absent() -> None:
-    atlas_image = sitk.Cast(_oblique_label(spacing=(0.5, 0.5, 0.5)), sitk.sitkFloat32)
-    atlas_label = _oblique_label(spacing=(0.5, 0.5, 0.5))
-    preset = get_preset("tiny", grid_size=16, refinement_grid_size=32, refinement_steps=2)
-    working = make_working_grid(atlas_label, preset.grid_size)
-    plan = plan_fine_refinement(atlas_image, atlas_label, working, preset)
-    assert plan is not None and plan.steps == 2 and plan.grid.spacing_mm <= 0.9 * working.spacing_mm
-    assert plan.atlas.shape == plan.grid.shape_zyx and 0.0 <= plan.atlas.min() and plan.atlas.max() <= 1.0
-    assert plan_fine_refinement(atlas_image, atlas_label, working, preset, steps=0) is None
-    assert plan_fine_refinement(atlas_image, atlas_label, working, get_preset("tiny", refinement_grid_size=0)) is None
-    coarse_atlas = sitk.Cast(_oblique_label(spacing=(working.spacing_mm,) * 3), sitk.sitkFloat32)
-    assert plan_fine_refinement(coarse_atlas, atlas_label, working, preset) is None  # never finer than the atlas
-
-
-def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_finer_pass_follows(tiny_run: Path, tmp_path: Path) -> None:
+def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_fine_stage_follows(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     config = json.loads((run / "config.json").read_text())
@@ -98,9 +80,13 @@ def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_finer_pass_fo
     (run / "config.json").write_text(json.dumps(config))
     segmenter = open_segmenter(run, torch.device("cpu"))
     model, registration = segmenter.model, segmenter.registration
-    assert registration is not None and registration.refinement is not None
-    assert registration.refinement.steps == model.preset.refinement_steps == 3
+    assert registration is not None and isinstance(registration.refinement, FineStage)
+    assert registration.refinement.plan.levels[-1].iterations <= model.preset.refinement_steps == 3
     assert registration.preset.instance_optimization_steps == 2
     unrefined = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0)).registration
     assert unrefined is not None and unrefined.refinement is None
     assert unrefined.preset.instance_optimization_steps == model.preset.instance_optimization_steps == 5
+    longer = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=5)).registration
+    assert longer is not None and longer.refinement is not None
+    assert all(level.iterations <= 5 for level in longer.refinement.plan.levels)
+    assert longer.refinement.plan.levels[0].iterations == 5
