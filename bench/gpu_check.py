@@ -9,8 +9,8 @@ Steps, each in its own child process (so its peak memory is its own) with a time
    bfloat16 is unsupported) on CUDA; the trained networks run in float32.
 2. ``fast_prostate``: the ``fast`` preset (RRL-MedSAM, randomly initialised SAM ViT-B teacher:
    no checkpoint is needed and the compute is the real one) on the prostate set, atlas ``case000000``.
-3. ``segment_160x192x224``: ``segment`` of the 160x192x224 brain T1 (``brain_t1/vxm_test_scan.npz``)
-   with that model: a timing of the full-resolution work, not an accuracy figure.
+3. ``segment_160x192x224``: ``segment`` with that model of the last prostate case resampled onto
+   160x192x224 voxels (the voxel count of a 1 mm brain T1): a timing of the full-resolution work.
 4. ``torchrun_2gpu``: a 2-process ``torchrun`` tiny training, when two GPUs are visible.
 
 ``--quick`` shrinks everything (2 prostate cases, 2 steps per stage, a 40x48x56 scan) so that
@@ -36,7 +36,7 @@ from RRLMedSAMLib.io.atomic import write_json_atomic, write_text_atomic  # noqa:
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 #: Seconds each step may take (full run); the whole check stays under 8 minutes on one H100-class GPU.
-STEP_LIMITS_S = {"tiny_train": 60, "fast_prostate": 270, "segment_160x192x224": 90, "torchrun_2gpu": 60}
+STEP_LIMITS_S = {"tiny_train": 60, "fast_prostate": 240, "segment_160x192x224": 90, "torchrun_2gpu": 60}
 QUICK_STEPS = ("--set", "registration_steps=2", "--set", "segmentation_steps=2", "--set", "distill_steps=2",
                "--set", "pretrain_steps=2", "--set", "joint_steps=2")
 
@@ -98,17 +98,22 @@ def _prostate(data: Path, work: Path, quick: bool) -> list[Path]:
     return [work / "prostate" / "images" / f"{n}.nii.gz" for n in names]
 
 
-def _big_scan(data: Path, work: Path, quick: bool) -> Path:
-    """The 160x192x224 brain T1 as NIfTI (1 mm, identity geometry; 40x48x56 at 4 mm with ``quick``)."""
-    import numpy as np
+def _big_scan(case: Path, work: Path, quick: bool) -> Path:
+    """A prostate case resampled (linear) onto 160x192x224 voxels over the same extent (40x48x56 with ``quick``).
+
+    The same anatomy as the model's atlas, so pre-alignment and registration do their real work,
+    at the voxel count of a typical 1 mm brain T1.
+    """
     import SimpleITK as sitk
 
-    volume = np.load(data / "brain_t1" / "vxm_test_scan.npz")["vol"].astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)))
-    if quick:
-        image = sitk.Shrink(image, [4, 4, 4])
-    path = work / ("scan_40x48x56.nii.gz" if quick else "scan_160x192x224.nii.gz")
-    sitk.WriteImage(image, str(path))
+    image = sitk.ReadImage(str(case), sitk.sitkFloat32)
+    size = (40, 48, 56) if quick else (160, 192, 224)
+    extent = [n * s for n, s in zip(image.GetSize(), image.GetSpacing())]
+    spacing = [e / n for e, n in zip(extent, size)]
+    resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), spacing,
+                              image.GetDirection(), 0.0, sitk.sitkFloat32)
+    path = work / f"scan_{size[0]}x{size[1]}x{size[2]}.nii.gz"
+    sitk.WriteImage(resampled, str(path))
     return path
 
 
@@ -118,7 +123,7 @@ def _train_args(images: list[Path], out: Path, device: str, preset: str, teacher
             "--out", str(out), "--preset", preset, "--device", device, "--method", "rrl", "--teacher", teacher, *extra]
 
 
-def run_check(device: str, quick: bool, out: Path, data: Path) -> dict:
+def run_check(device: str, quick: bool, out: Path, data: Path, torchrun: str = "auto") -> dict:
     """Run every step into ``out`` (work files in ``out/work``); return the results (also written as JSON + markdown)."""
     import torch
 
@@ -140,7 +145,7 @@ def run_check(device: str, quick: bool, out: Path, data: Path) -> dict:
     steps["fast_prostate"] = _run_step("fast_prostate", _engine("fast_prostate", work, _train_args(
         images, work / "fast_run", device, "fast", "tiny" if quick else "random-vit_b", fast_extra)),
         work, limits["fast_prostate"], env)
-    scan = _big_scan(data, work, quick)
+    scan = _big_scan(images[-1], work, quick)
     segment_name = "segment_160x192x224"
     if steps["fast_prostate"]["status"] == "ok":
         steps[segment_name] = _run_step(segment_name, _engine(segment_name, work, [
@@ -153,11 +158,15 @@ def run_check(device: str, quick: bool, out: Path, data: Path) -> dict:
         steps[segment_name] = {"status": "skipped", "reason": "the fast_prostate model was not trained"}
     steps[segment_name]["scan_size_xyz"] = list(map(int, __import__("SimpleITK").ReadImage(str(scan)).GetSize()))
     gpus = torch.cuda.device_count() if device == "cuda" else 0
-    if gpus >= 2:
+    if torchrun == "on" or (torchrun == "auto" and gpus >= 2):
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     "-m", "RRLMedSAMLib", *_train_args(images[:3], work / "torchrun_run", device, "tiny", "tiny",
                                                        quick_args)]
         steps["torchrun_2gpu"] = _run_step("torchrun_2gpu", torchrun, work, limits["torchrun_2gpu"], env)
+        card = work / "torchrun_run" / "model_card.json"
+        if card.is_file():
+            trained_on = json.loads(card.read_text()).get("trained_on", {})
+            steps["torchrun_2gpu"]["model_card"] = {k: trained_on.get(k) for k in ("world_size", "backend")}
     else:
         steps["torchrun_2gpu"] = {"status": "skipped", "reason": f"needs two GPUs; {gpus} visible"}
     result = {"machine": describe_machine(device), "device": device, "quick": quick,
@@ -193,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check"),
                         help="results folder (default: $OUT, else ./gpu_check)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default: ../shared/data)")
+    parser.add_argument("--torchrun", choices=("auto", "on", "off"), default="auto",
+                        help="the 2-process torchrun training: auto = when two GPUs are visible; on = also on one GPU "
+                             "or the CPU (gloo)")
     args = parser.parse_args(argv)
     import torch
 
@@ -200,13 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: error: --device cuda was requested but this PyTorch build sees no CUDA GPU; run on a GPU "
               "machine, or use --device cpu --quick for the CPU check.", file=sys.stderr)
         return 2
-    missing = [p for p in (args.data / "prostate_mr" / "images", args.data / "brain_t1" / "vxm_test_scan.npz")
-               if not p.exists()]
+    missing = [p for p in (args.data / "prostate_mr" / "images",) if not p.exists()]
     if missing:
         print(f"gpu_check: error: {missing[0]} does not exist; pass --data with the shared data folder.",
               file=sys.stderr)
         return 2
-    result = run_check(args.device, args.quick, args.out, args.data)
+    result = run_check(args.device, args.quick, args.out, args.data, args.torchrun)
     print(markdown(result), end="")
     print(f"results: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
     return 0 if all(step["status"] in ("ok", "skipped") for step in result["steps"].values()) else 1

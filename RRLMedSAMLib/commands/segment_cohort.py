@@ -55,7 +55,8 @@ def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
 def is_cohort(args: argparse.Namespace, env: dict[str, str] | None = None) -> bool:
     """Whether ``segment`` runs as a cohort: a list file, a shard, or several torchrun processes."""
     env = os.environ if env is None else env
-    return args.image_list is not None or args.shard is not None or int(env.get("WORLD_SIZE", "1") or 1) > 1
+    world = env.get("WORLD_SIZE", "").strip()
+    return args.image_list is not None or args.shard is not None or world not in ("", "1")
 
 
 def _cohort_scans(args: argparse.Namespace) -> list[Path]:
