@@ -4,7 +4,7 @@
 ``warped_atlas_image.nii.gz``, ``deformation.nrrd`` (atlas<->scan displacement, LPS mm, resampling
 direction), ``prompt_mask.nii.gz`` (RRL methods: the general branch's mask that prompted the AP
 decoder) and ``qc.json`` (method, how the registration was made, folding fraction, per-label
-volumes, the options used, timings per step).
+volumes, the options used, what the fine registration stage ran, timings per step).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def quality_report(segmenter: Segmenter, work: ScanWork, has_prompt_mask: bool) 
         "model": str(model.run.root.resolve()),
         "method": model.method.name,
         "registration": work.registered_field.describe,
+        "fine_registration": work.registered_field.details or None,
         "prealignment": work.prealignment,
         "atlas_prior": model.preset.atlas_prior,
         "registration_ensemble": segmenter.ensemble_members,

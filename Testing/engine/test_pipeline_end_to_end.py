@@ -117,16 +117,19 @@ def test_progress_lines_on_a_pipe(tiny_case: dict[str, Path], tiny_run: Path, tm
     assert events[-1]["event"] == "done"
 
 
-def test_fine_grid_refinement_runs_by_default_and_can_be_switched_off(
+def test_fine_registration_runs_by_default_and_can_be_switched_off(
     tiny_case: dict[str, Path], tiny_run: Path, tiny_results: Path, tmp_path: Path
 ) -> None:
     refined = json.loads((tiny_results / "scan_a_image" / "qc.json").read_text())
-    assert "fine MIND-SSC stage (" in refined["registration"] and refined["timings_s"]["fine_refinement_s"] > 0
+    assert "fine MIND-SSC stage (" in refined["registration"] and refined["timings_s"]["fine_registration_s"] > 0
+    details = refined["fine_registration"]
+    assert details["levels"] and details["iterations"] > 0 and details["seconds"] > 0
+    assert {"resolution_mm", "final_similarity", "folding_fraction", "fallbacks", "budget_s"} <= set(details)
     result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], "--out", tmp_path, "--refinement-steps", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     plain = json.loads((tmp_path / "scan_a_image" / "qc.json").read_text())
     assert plain["registration"] == "affine + deformable network + instance optimisation"
-    assert "fine_refinement_s" not in plain["timings_s"]
+    assert "fine_registration_s" not in plain["timings_s"] and plain["fine_registration"] is None
 
 
 def _labels(folder: Path, name: str) -> np.ndarray:
