@@ -86,7 +86,7 @@ def test_rrl_ablations_train_and_segment(method: str, tiny_case: dict[str, Path]
 
 @pytest.mark.parametrize("method", ["autosam-vit", "autosam-cnn", "autosam-linear"])
 def test_autosam_heads_train_and_segment(method: str, tiny_case: dict[str, Path], tmp_path: Path) -> None:
-    run, result = _train_and_segment(tiny_case, tmp_path, method)
+    run, result = _train_and_segment(tiny_case, tmp_path, method, True, "--volume-calibration", "on")
     card = json.loads((run / "model_card.json").read_text())
     assert card["method"] == method and card["parameters"]["head"] > 0 and card["teacher"]["name"] == "tiny"
     assert card["volume_calibration"] == {"applied": False, "reason": "no deformable registration (AutoSAM)"}
