@@ -69,7 +69,7 @@ class TrainingContext:
         """Stage ``teacher_features`` on the run's cache (``cache/teacher/``); split across the ranks under ``torchrun``."""
         folder = self.run.root / "cache" / "teacher"
         if self.group.active:
-            return data_parallel.shared_teacher_features(self, teacher, volumes, folder)
+            return data_parallel.shared_teacher_features(self.group, self.progress, teacher, volumes, folder)
         return compute_teacher_features(teacher, volumes, folder, self.progress)
 
     def pseudo_labels(self, registration: nn.Module) -> np.ndarray:
@@ -80,7 +80,8 @@ class TrainingContext:
         if self.run.pseudo_labels.exists():
             return load_file(str(self.run.pseudo_labels))["classes"]
         if self.group.active:
-            return data_parallel.shared_pseudo_labels(self, registration)
+            return data_parallel.shared_pseudo_labels(self.group, self.progress, self.run, self.data, self.preset,
+                                                      self.device, registration)
         data = self.data
         self.progress.start_stage("pseudo_labels", len(data.scans), "warping the atlas label onto every scan")
         labels = []

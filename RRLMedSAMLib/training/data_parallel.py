@@ -3,7 +3,7 @@
 Rank 0 runs :func:`RRLMedSAMLib.training.trainer.train` as a single process would: it holds the run
 folder's lock, validates the request, writes the configuration and the prepared data, and at the
 end the model, the model card and the volume calibration. The other ranks wait for that setup
-(:func:`follow_training`), then run the same stages on the same weights, each on its own draw of
+(:func:`RRLMedSAMLib.training.rank_follower.follow_training`), then run the same stages on the same weights, each on its own draw of
 scans per step (:mod:`RRLMedSAMLib.training.stage_runner`); the optimisers average gradients over
 the ranks.
 
@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,15 +35,12 @@ from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
 from RRLMedSAMLib.registration.register import register_on_grid
 from RRLMedSAMLib.registration.spatial_transformer import warp_classes
-from RRLMedSAMLib.run.config import run_settings
 from RRLMedSAMLib.run.distributed import ProcessGroup, modules_digest
-from RRLMedSAMLib.run.folder import RunFolder, read_config
+from RRLMedSAMLib.run.folder import RunFolder
+from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
-from RRLMedSAMLib.training.prepare import load_prepared
+from RRLMedSAMLib.training.prepare import PreparedData
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features
-
-if TYPE_CHECKING:
-    from RRLMedSAMLib.training.context import TrainingContext
 
 SHARES_FOLDER = Path("cache") / "pseudo_label_shares"
 
@@ -54,54 +50,34 @@ def silent_progress() -> ProgressReporter:
     return ProgressReporter(None, stream=open(os.devnull, "w"), show_bar=False, min_interval_s=3600.0)  # noqa: SIM115
 
 
-def follow_training(
-    out: Path, group: ProcessGroup, trainers: Mapping[str, Callable[["TrainingContext"], dict[str, nn.Module]]]
-) -> RunFolder:
-    """A rank other than 0: wait for rank 0's setup of ``out``, then train alongside it.
-
-    Writes nothing but its shares of the shared stages; raises :class:`InputError` when rank 0
-    refused the request.
-    """
-    from RRLMedSAMLib.training.context import TrainingContext  # the context calls back into this module
-
-    run = RunFolder(Path(out))
-    group.wait_for_setup()
-    config = read_config(run)
-    method, preset, settings, teacher = run_settings(config)
-    data = load_prepared(run.prepared)
-    assert group.device is not None
-    context = TrainingContext(run, config, method, preset, settings, data, group.device, silent_progress(),
-                              int(config["seed"]), teacher, group)
-    trainers[method.family](context)
-    return run
-
-
 def shared_teacher_features(
-    ctx: "TrainingContext", teacher: FeatureTeacher, volumes: Mapping[str, np.ndarray], cache_folder: Path
+    group: ProcessGroup, progress: ProgressReporter, teacher: FeatureTeacher, volumes: Mapping[str, np.ndarray],
+    cache_folder: Path,
 ) -> dict[str, torch.Tensor]:
     """Teacher features ``(256, n, S/16, S/16)`` float16 of every volume; each rank encodes its share."""
     names = list(volumes)
-    compute_teacher_features(teacher, {name: volumes[name] for name in ctx.group.shard(names)}, cache_folder,
-                             ctx.progress)
-    ctx.group.barrier()
+    compute_teacher_features(teacher, {name: volumes[name] for name in group.shard(names)}, cache_folder, progress)
+    group.barrier()
     return compute_teacher_features(teacher, volumes, cache_folder, silent_progress())
 
 
-def shared_pseudo_labels(ctx: "TrainingContext", registration: nn.Module) -> np.ndarray:
+def shared_pseudo_labels(
+    group: ProcessGroup, progress: ProgressReporter, run: RunFolder, data: PreparedData, preset: Preset,
+    device: torch.device, registration: nn.Module,
+) -> np.ndarray:
     """The atlas label warped onto every scan ``(N, D, H, W)``; each rank registers its share of the scans."""
-    data, group, run = ctx.data, ctx.group, ctx.run
     digest = modules_digest({"registration": registration})[:16]
     folder = run.root / SHARES_FOLDER
     paths = [folder / f"{index:05d}-{digest}.safetensors" for index in range(len(data.scans))]
     mine = group.shard(range(len(data.scans)))
-    ctx.progress.start_stage("pseudo_labels", len(mine), f"warping the atlas label onto {len(mine)} of "
+    progress.start_stage("pseudo_labels", len(mine), f"warping the atlas label onto {len(mine)} of "
                                                          f"{len(data.scans)} scans on each of {group.world_size} ranks")
     for done, index in enumerate(mine, start=1):
         if not paths[index].is_file():
-            ddf = register_on_grid(registration, data.atlas_image, data.scans[index], ctx.preset, ctx.device)
+            ddf = register_on_grid(registration, data.atlas_image, data.scans[index], preset, device)
             with atomic_path(paths[index]) as temp:
                 save_file({"classes": warp_classes(data.atlas_classes, data.num_classes, ddf)}, str(temp))
-        ctx.progress.update(done, message=f"pseudo label of {data.scan_names[index]}")
+        progress.update(done, message=f"pseudo label of {data.scan_names[index]}")
     group.barrier()
     classes = np.stack([load_file(str(path))["classes"] for path in paths])
     if group.is_main:
@@ -110,5 +86,5 @@ def shared_pseudo_labels(ctx: "TrainingContext", registration: nn.Module) -> np.
     group.barrier()
     if group.is_main:
         shutil.rmtree(folder, ignore_errors=True)
-    ctx.progress.end_stage()
+    progress.end_stage()
     return classes

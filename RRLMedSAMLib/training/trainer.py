@@ -50,7 +50,6 @@ from RRLMedSAMLib.run.teacher import resolve_teacher, teacher_log_line, teacher_
 from RRLMedSAMLib.training.autosam_stage import train_autosam
 from RRLMedSAMLib.training.calibration_stage import calibrate_run
 from RRLMedSAMLib.training.context import TrainingContext
-from RRLMedSAMLib.training.data_parallel import follow_training
 from RRLMedSAMLib.training.distill_data import collect_distill_paths
 from RRLMedSAMLib.training.prepare import (
     Atlas,
@@ -61,6 +60,7 @@ from RRLMedSAMLib.training.prepare import (
     read_atlas,
     save_prepared,
 )
+from RRLMedSAMLib.training.rank_follower import follow_training
 from RRLMedSAMLib.training.registration_stage import make_registration_step
 from RRLMedSAMLib.training.rrl_stages import train_rrl
 from RRLMedSAMLib.training.segmentation_stage import make_segmentation_step
@@ -138,7 +138,7 @@ def train(request: TrainRequest, progress: ProgressReporter | None = None) -> Ru
     """Run (or resume) a training; returns the run folder.
 
     Launched by ``torchrun`` with more than one process, this process is one rank of a
-    data-parallel job (:mod:`RRLMedSAMLib.training.data_parallel`): rank 0 does what a single
+    data-parallel job (:mod:`RRLMedSAMLib.training.data_parallel`, :mod:`RRLMedSAMLib.training.rank_follower`): rank 0 does what a single
     process does, the others train alongside it. torchrun's elastic restart of the job resumes.
     """
     launch = launch_from_env()
