@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 EXTRAS=test bash scripts/setup_env.sh
 .venv/bin/python -m ruff check .
 status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
+.venv/bin/python -m pytest -q --durations=25 "$@" || status=$?
 exit "$status"
