@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 from conftest import REPO, assert_clean_error, run_cli
 from guard_helpers import engine_env, start_engine
 
@@ -122,6 +123,15 @@ def test_a_failing_scan_is_recorded_and_the_cohort_goes_on(
     assert table["scan_a_image"]["status"] == "segmented"
     assert not (out / "broken").exists()
     assert "broken: failed" in capsys.readouterr().out
+    # The cohort path runs the same steps as a plain segment: same qc.json keys, same segmentation.
+    plain = tmp_path / "plain"
+    assert main(["segment", "--model", str(tiny_run), "--images", str(tiny_case["scan_a"]), "--out", str(plain), *FAST]) == 0
+    cohort_qc, plain_qc = (json.loads((folder / "scan_a_image" / "qc.json").read_text()) for folder in (out, plain))
+    assert cohort_qc.keys() == plain_qc.keys() and cohort_qc["timings_s"].keys() == plain_qc["timings_s"].keys()
+    assert cohort_qc["label_volumes_ml"] == plain_qc["label_volumes_ml"]
+    arrays = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "scan_a_image" / "segmentation.nii.gz")))
+              for folder in (out, plain)]
+    assert (arrays[0] == arrays[1]).all()
 
 
 @pytest.mark.parametrize("extra, env, fragment", [
