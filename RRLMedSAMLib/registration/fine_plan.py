@@ -13,7 +13,7 @@ level, and drops the finest level when even the fewest iterations would not fit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -159,7 +159,3 @@ def plan_fine_stage(
                     preset.fine_smoothness_weight, preset.fine_control_spacing, preset.fine_learning_rate,
                     preset.diffeomorphic_fine, preset.fine_ncc_weight)
 
-
-def with_levels(plan: FinePlan, levels: list[FineLevel]) -> FinePlan:
-    """``plan`` with other levels (tests, experiments)."""
-    return replace(plan, levels=tuple(levels))
