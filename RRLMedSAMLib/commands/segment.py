@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from RRLMedSAMLib.commands.segment_cohort import add_cohort_arguments, is_cohort, run_cohort
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.label_smoothing import LabelSmoothing, parse_label_smoothing
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
@@ -44,8 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the result files of scans that already have a folder in --out (other files "
                              "there are kept); without it such scans are refused")
     add_option_arguments(parser)
-    from RRLMedSAMLib.commands.segment_cohort import add_cohort_arguments
-
     add_cohort_arguments(parser)
 
 
@@ -126,10 +125,8 @@ def run(args: argparse.Namespace) -> int:
     A cohort (``--image-list``, ``--shard``, several torchrun processes) goes to
     :mod:`RRLMedSAMLib.commands.segment_cohort`.
     """
-    from RRLMedSAMLib.commands.segment_cohort import is_cohort, run_cohort
-
     if is_cohort(args):
-        return run_cohort(args)
+        return run_cohort(args, segment_options, _check_model_state, (_result_stats, _remove_stale_results))
     check_scan_paths(args.images)
     device = resolve_device(args.device)
     options = segment_options(args)

@@ -20,16 +20,18 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from RRLMedSAMLib.commands.segment import _check_model_state, _remove_stale_results, _result_stats, segment_options
 from RRLMedSAMLib.commands.summarize import EXIT_SCANS_FAILED
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.cohort import FAILED, SEGMENTED, SKIPPED, Shard, choose_shard, cohort_id, read_image_list
 from RRLMedSAMLib.inference.cohort_run import ShardOutcome, check_cohort_out, finish_cohort, run_shard
 from RRLMedSAMLib.inference.scan_results import write_scan_results
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segment_steps import STEPS, prealign
 from RRLMedSAMLib.inference.segmenter import ScanWork, Segmenter, prepare_segmenter
 from RRLMedSAMLib.inference.trained_model import load_trained_model
@@ -82,7 +84,12 @@ def _device(name: str, torchrun: bool) -> torch.device:
     return device
 
 
-def _scan_steps(segmenter: Segmenter, out: Path):
+#: ``(result_stats(folder), remove_stale(folder, stats_before))``: what ``segment`` uses to drop result files an
+#: earlier segmentation of the scan left and this one did not rewrite.
+StaleResults = tuple[Callable[[Path], Any], Callable[[Path, Any], None]]
+
+
+def _scan_steps(segmenter: Segmenter, out: Path, stale: StaleResults | None = None):
     """``prepare(scan)`` (read, check, pre-align: may run in a thread) and ``segment_one(scan, work)`` (the rest)."""
     later = [step for step in STEPS if step[1] is not prealign]
 
@@ -99,14 +106,15 @@ def _scan_steps(segmenter: Segmenter, out: Path):
     @torch.no_grad()
     def segment_one(scan: Path, work: ScanWork | None) -> Path:
         work = prepare(scan) if work is None else work
-        before = _result_stats(out / volume_stem(scan))
+        before = stale[0](out / volume_stem(scan)) if stale else None
         for timing, step, applies in later:
             if applies(segmenter):
                 tick = time.perf_counter()
                 step(segmenter, work)
                 work.timings[timing] = time.perf_counter() - tick
         folder = write_scan_results(segmenter, work, out)
-        _remove_stale_results(folder, before)
+        if stale:
+            stale[1](folder, before)
         return folder
 
     return prepare, segment_one
@@ -117,23 +125,27 @@ def _report(row: dict) -> None:
     print(f"{row['scan']}: {row['status']} in {row['seconds']:.1f} s{detail}", flush=True)
 
 
-def run_cohort(args: argparse.Namespace) -> int:
-    """Validate (bad list, shard, model or ``--out``: one message, exit 2, nothing written), then segment the shard."""
+def run_cohort(args: argparse.Namespace, options_of: Callable[[argparse.Namespace], SegmentOptions],
+               check_model_state: Callable[[Path], None], stale: StaleResults | None = None) -> int:
+    """Validate (bad list, shard, model or ``--out``: one message, exit 2, nothing written), then segment the shard.
+
+    ``segment`` passes its own option parsing, run-state check and stale-result clean-up (no import cycle).
+    """
     shard, torchrun = choose_shard(args.shard)
     if args.overwrite:
         raise InputError("--overwrite does not apply to a cohort (--image-list, --shard or torchrun): complete results "
                          "are skipped and incomplete ones redone; delete a scan's folder to have it segmented again.")
     scans = _cohort_scans(args)
     device = _device(args.device, torchrun)
-    options = segment_options(args)
-    _check_model_state(args.model)
+    options = options_of(args)
+    check_model_state(args.model)
     out_abs, model_abs = args.out.resolve(), args.model.resolve()
     if out_abs == model_abs or model_abs in out_abs.parents:
         raise InputError(f"--out {args.out} is inside the model folder {args.model}; choose a folder outside it.")
     check_cohort_out(args.out)
     segmenter = prepare_segmenter(load_trained_model(args.model, device), options)
     progress = ProgressReporter()
-    prepare, segment_one = _scan_steps(segmenter, args.out)
+    prepare, segment_one = _scan_steps(segmenter, args.out, stale)
     cohort = cohort_id(scans, args.model)
     outcome = run_shard(scans, shard, cohort, args.out, args.model, segment_one,
                         prepare if args.overlap_reading == "on" else None, progress, _report)
