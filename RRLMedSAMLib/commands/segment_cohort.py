@@ -30,9 +30,8 @@ from RRLMedSAMLib.commands.summarize import EXIT_SCANS_FAILED
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.inference.cohort import FAILED, SEGMENTED, SKIPPED, Shard, choose_shard, cohort_id, read_image_list
 from RRLMedSAMLib.inference.cohort_run import ShardOutcome, check_cohort_out, finish_cohort, run_shard
-from RRLMedSAMLib.inference.scan_results import write_scan_results
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
-from RRLMedSAMLib.inference.segment_steps import STEPS, prealign
+from RRLMedSAMLib.inference.segment_steps import STEPS, run_steps, segment_scan
 from RRLMedSAMLib.inference.segmenter import ScanWork, Segmenter, prepare_segmenter
 from RRLMedSAMLib.inference.trained_model import load_trained_model
 from RRLMedSAMLib.io.volumes import check_registrable, read_scan, volume_stem
@@ -91,28 +90,19 @@ StaleResults = tuple[Callable[[Path], Any], Callable[[Path, Any], None]]
 
 def _scan_steps(segmenter: Segmenter, out: Path, stale: StaleResults | None = None):
     """``prepare(scan)`` (read, check, pre-align: may run in a thread) and ``segment_one(scan, work)`` (the rest)."""
-    later = [step for step in STEPS if step[1] is not prealign]
 
     def prepare(scan: Path) -> ScanWork:
         tick = time.perf_counter()
         work = ScanWork(scan, read_scan(scan, "Image"))
         check_registrable(work.scan, scan, "Image", segmenter.model.grid.spacing_mm)
         work.timings["reading_s"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        prealign(segmenter, work)
-        work.timings["prealign_s"] = time.perf_counter() - tick
+        run_steps(segmenter, work, STEPS[:1])
         return work
 
-    @torch.no_grad()
     def segment_one(scan: Path, work: ScanWork | None) -> Path:
         work = prepare(scan) if work is None else work
         before = stale[0](out / volume_stem(scan)) if stale else None
-        for timing, step, applies in later:
-            if applies(segmenter):
-                tick = time.perf_counter()
-                step(segmenter, work)
-                work.timings[timing] = time.perf_counter() - tick
-        folder = write_scan_results(segmenter, work, out)
+        folder = segment_scan(segmenter, scan, out, prealigned=work)
         if stale:
             stale[1](folder, before)
         return folder

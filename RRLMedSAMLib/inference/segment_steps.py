@@ -152,24 +152,39 @@ STEPS: tuple[tuple[str, Callable[[Segmenter, ScanWork], None], Callable[[Segment
 )
 
 
+def run_steps(segmenter: Segmenter, work: ScanWork, steps: tuple = STEPS) -> None:
+    """Run ``steps`` (those that apply to ``segmenter``) on ``work`` in order, timing each into ``work.timings``."""
+    for timing, step, applies in steps:
+        if applies(segmenter):
+            tick = time.perf_counter()
+            step(segmenter, work)
+            work.timings[timing] = time.perf_counter() - tick
+
+
+#: Every step after the pre-alignment (a cohort pre-aligns the next scan while the current one runs these).
+AFTER_PREALIGNMENT = tuple(entry for entry in STEPS if entry[1] is not prealign)
+
+
 @torch.no_grad()
 def segment_scan(
     segmenter: Segmenter, image_path: str | os.PathLike, out_root: str | os.PathLike,
-    on_registration: Callable[[int], None] | None = None,
+    on_registration: Callable[[int], None] | None = None, prealigned: ScanWork | None = None,
 ) -> Path:
     """Segment one scan through :data:`STEPS`; returns its result folder ``out_root/<name>``.
 
     ``on_registration(k)`` is called after each of the scan's ``segmenter.ensemble_members``
     registrations, with ``k`` the number done so far (1 after the pre-alignment's own).
+    ``prealigned``: the scan already read and pre-aligned (:data:`STEPS`' first step done), whose
+    remaining steps run here.
     """
-    tick = time.perf_counter()
-    work = ScanWork(Path(image_path), read_scan(image_path, "Image"), on_registration)
-    work.timings["reading_s"] = time.perf_counter() - tick
-    for timing, step, applies in STEPS:
-        if applies(segmenter):
-            tick = time.perf_counter()
-            step(segmenter, work)
-            work.timings[timing] = time.perf_counter() - tick
+    if prealigned is not None:
+        work, steps = prealigned, AFTER_PREALIGNMENT
+        work.on_registration = on_registration
+    else:
+        tick = time.perf_counter()
+        work, steps = ScanWork(Path(image_path), read_scan(image_path, "Image"), on_registration), STEPS
+        work.timings["reading_s"] = time.perf_counter() - tick
+    run_steps(segmenter, work, steps)
     return write_scan_results(segmenter, work, Path(out_root))
 
 
