@@ -132,6 +132,8 @@ def test_levels_and_iterations_shrink_with_the_budget() -> None:
         if len(grids) > 1:
             assert cost <= budget
     assert fit_to_budget(finest, 3, 40, 1000.0, "cpu")[1] == [40, 40, 40]
+    plain, velocity = fit_to_budget(finest, 3, 40, 60.0, "cpu"), fit_to_budget(finest, 3, 40, 60.0, "cpu", factor=2.5)
+    assert (len(velocity[0]), velocity[1][-1]) < (len(plain[0]), plain[1][-1])  # velocities cost more: less fits
     assert len(fit_to_budget(finest, 3, 40, 0.1, "cpu")[0]) == 1
 
 
