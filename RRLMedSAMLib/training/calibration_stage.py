@@ -1,8 +1,8 @@
 """The last stage of ``train``: measure a finished run's volume calibration on its training scans.
 
 Runs the registration exactly as ``segment`` does (fresh affine pre-alignment, then
-:func:`RRLMedSAMLib.registration.register.register`: network, instance optimisation, fine-grid
-refinement), on the run's first :data:`MAX_CALIBRATION_SCANS` scans and on their synthetically
+:func:`RRLMedSAMLib.registration.register.register`: network, instance optimisation, fine registration
+stage), on the run's first :data:`MAX_CALIBRATION_SCANS` scans and on their synthetically
 resized copies (:mod:`RRLMedSAMLib.registration.volume_calibration`).
 The result is written atomically to ``volume_calibration.json``; a resumed training that finds it
 does not measure again.
