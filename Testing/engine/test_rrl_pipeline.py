@@ -50,7 +50,7 @@ def test_model_card_names_encoders_and_teacher(rrl_run: Path) -> None:
     events = [json.loads(line) for line in (rrl_run / "progress.jsonl").read_text().splitlines()]
     order = list(dict.fromkeys(e["stage"] for e in events if e["event"] == "stage_start"))
     assert order == ["prealign", "teacher_features", "distill_stage1", "registration", "medical_pretrain",
-                     "pseudo_labels", "joint_stage2", "volume_calibration"]
+                     "pseudo_labels", "joint_stage2"]
     joint = [e for e in events if e["stage"] == "joint_stage2" and e["event"] == "progress"]
     assert {"general", "medical", "distillation", "encoder_gap"} <= set(joint[-1]["losses"])
     assert list((rrl_run / "cache" / "teacher").glob("*.safetensors")), "teacher features are cached"

@@ -67,7 +67,8 @@ def test_custom_checkpoint_is_imported_after_the_warning_and_trains_the_teacher(
     logic = RRLMedSAMLogic(scene, command=lambda: ENGINE)
     folder = rl.create_run(tmp_path / "runs", atlas.GetName())
     command = logic.train_command(folder, atlas, segmentation, scans, preset="tiny", device="cpu", sam_checkpoint=target)
-    assert command[-3:] == ["--sam-checkpoint", str(target), "--allow-custom-weights"]
+    at = command.index("--sam-checkpoint")
+    assert command[at:at + 3] == ["--sam-checkpoint", str(target), "--allow-custom-weights"]
     process, events = start(command)
     wait(process)
     teacher = json.loads((folder / "model" / "config.json").read_text())["teacher"]
