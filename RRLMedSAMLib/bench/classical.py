@@ -22,7 +22,11 @@ from RRLMedSAMLib.geometry.working_grid import make_working_grid
 
 @dataclass(frozen=True)
 class AntsSettings:
-    """ANTs SyN settings (``ants.registration`` arguments); :data:`QUICK_ANTS` for smoke runs."""
+    """ANTs SyN settings (``ants.registration`` arguments); :data:`QUICK_ANTS` for smoke runs.
+
+    antspyx applies the iteration counts to ``SyN`` and its plain relatives only; its
+    ``antsRegistrationSyN*`` recipes (and ``SyNCC``) run their own fixed schedules.
+    """
 
     type_of_transform: str = "SyN"
     reg_iterations: tuple[int, ...] = (40, 20, 0)

@@ -3,8 +3,14 @@
 Three kinds:
 
 ``classical``  runs in :mod:`RRLMedSAMLib.bench.classical` (no training): ``affine`` (the engine's
-               affine pre-alignment alone) and ``ants-syn`` (single-atlas ANTs SyN label
-               propagation, the tool a clinician would otherwise use).
+               affine pre-alignment alone), ``ants-syn`` (single-atlas ANTs SyN label
+               propagation, the tool a clinician would otherwise use; the reference of every
+               ratio) and ``ants-synquick`` (a second ANTs flavour: antspyx's recreation of
+               ``antsRegistrationSyNQuick.sh`` with SyN, i.e. rigid + affine + SyN on mutual
+               information, on its own fixed schedule: ``--ants-iterations`` and ``--quick`` do
+               not shorten it; about as fast as ``ants-syn`` on the tests' phantom). ANTs'
+               ``SyNCC`` recipe is not registered: its fixed 2100x1200x1200x20 schedule took 200 s
+               on that 30x40x36-voxel phantom (``ants-syn``: about 1 s).
 ``engine``     trained with ``rrlmedsam train --method NAME`` and applied with ``segment``.
 ``derived``    read from another method's segment outputs: ``registration-only`` is the atlas
                label warped by the engine's registration (``warped_atlas_label``) of the ``plain``
@@ -35,6 +41,8 @@ class MethodSpec:
         description: one line for tables and reports.
         source: for ``derived`` methods, the engine method whose outputs they read.
         needs: an importable module the method requires (e.g. ``ants`` from antspyx).
+        ants_transform: for ANTs methods, the ``type_of_transform`` of ``ants.registration``
+            (``None``: the run's :class:`~RRLMedSAMLib.bench.classical.AntsSettings` as given).
     """
 
     name: str
@@ -42,6 +50,7 @@ class MethodSpec:
     description: str
     source: str | None = None
     needs: str | None = None
+    ants_transform: str | None = None
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -49,6 +58,9 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("affine", "classical", "affine pre-alignment only (SimpleITK, mutual information)"),
         MethodSpec("ants-syn", "classical", "single-atlas ANTs SyN label propagation (antspyx)", needs="ants"),
+        MethodSpec("ants-synquick", "classical",
+                   "single-atlas ANTs antsRegistrationSyNQuick[s] label propagation (antspyx, fixed schedule)",
+                   needs="ants", ants_transform="antsRegistrationSyNQuick[s]"),
         MethodSpec("registration-only", "derived", "engine registration network: warped atlas label", source="plain"),
         MethodSpec("plain", "engine", "engine without SAM guidance: registration + segmentation on pseudo labels"),
         MethodSpec("rrl", "engine", "full RRL-MedSAM (distillation, mutual-EMA, auto-prompting decoder)"),

@@ -112,3 +112,30 @@ def _rows(values: dict[str, Sequence[float | None]]) -> list[dict]:
     length = max((len(v) for v in values.values()), default=0)
     return [{key: (v[i] if i < len(v) else None) for key, v in values.items()} for i in range(length)]
 
+
+def dice_by_structure_volume(structure_rows: Sequence[dict], path: str | os.PathLike, title: str) -> None:
+    """Mean Dice per structure against the structure's atlas volume (mL, log axis), one line per method.
+
+    ``structure_rows`` carry ``method``, ``atlas_volume_ml`` and ``mean_dice``; the log axis keeps
+    the small structures, where registration methods differ most, apart from one another.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in structure_rows))
+    figure = Figure(figsize=(8.0, 5.0))
+    ax = figure.add_subplot(1, 1, 1)
+    markers = "os^DvP*X"  # distinct markers keep methods with equal scores apart
+    for m, (method, color) in enumerate(zip(methods, _colors(len(methods)))):
+        points = sorted((r["atlas_volume_ml"], r["mean_dice"]) for r in structure_rows
+                        if r["method"] == method and r["mean_dice"] is not None and (r["atlas_volume_ml"] or 0) > 0)
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "-", marker=markers[m % len(markers)], color=color, label=method, markersize=5,
+                    linewidth=1, alpha=0.8, markerfacecolor="none" if m % 2 else color)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("structure volume, mean over the atlases (mL, log scale)")
+    ax.set_ylabel("mean Dice over atlas–scan pairs")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.12)
+    _save(figure, path)

@@ -8,6 +8,7 @@ whose job and result are already there is not run again, so an interrupted bench
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -162,9 +163,12 @@ def _run_method(spec: MethodSpec, settings: BenchSettings, atlas: Case, scans: l
               "seed": settings.seed, "threads": settings.threads, "device": settings.device}
     if spec.kind == "classical":
         preset = get_preset(settings.preset, **settings.overrides)
+        ants = settings.ants
+        if spec.ants_transform:
+            ants = dataclasses.replace(ants, type_of_transform=spec.ants_transform)
         job = common | {"phase": "classical", "scans": entries, "out_dir": pred, "clean": [pred],
                         "grid_size": preset.grid_size, "affine_iterations": preset.affine_iterations,
-                        "ants": settings.ants.to_dict(), "device": "cpu"}
+                        "ants": ants.to_dict(), "device": "cpu"}
         outcome.segment = run_child(job, folder, env)
     else:
         train_job = common | {

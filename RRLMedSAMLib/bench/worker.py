@@ -45,7 +45,8 @@ def _gpu_peak_mb(device: str) -> float | None:
 
 
 def run_classical(job: dict) -> dict:
-    """``affine`` or ``ants-syn`` on every scan: segmentation files plus per-scan time and folding."""
+    """``affine`` or an ANTs method (its transform in ``job["ants"]``) on every scan: segmentation files
+    plus per-scan time and folding."""
     from RRLMedSAMLib.bench.classical import AntsSettings, affine_propagation, ants_syn_propagation
     from RRLMedSAMLib.io.volumes import read_label, read_scan, write_image
 
