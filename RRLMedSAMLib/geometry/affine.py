@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity
 
 #: Initial rotations (Euler angles, radians) tried before the rigid stage: none, +-90 degrees about
@@ -93,24 +94,48 @@ def _prealign(
     atlas = _normalized(atlas)
     scan_small = _normalized(_downsample(scan, grid.spacing_mm))
 
-    candidates = []
+    centred = sitk.Euler3DTransform(
+        sitk.CenteredTransformInitializer(atlas, scan_small, sitk.Euler3DTransform(),
+                                          sitk.CenteredTransformInitializerFilter.MOMENTS)
+    )
+    starts = []
     for angles in INITIAL_ROTATIONS:
-        rigid = sitk.Euler3DTransform(
-            sitk.CenteredTransformInitializer(
-                atlas, scan_small, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-            )
-        )
+        rigid = sitk.Euler3DTransform(centred)
         rigid.SetRotation(*angles)
-        transform, metric = _register(atlas, scan_small, rigid, max(iterations // 3, 10), seed, shrink_factors=(4,))
-        candidates.append((metric, transform))
-    coarse = _preferred_start(candidates)
-    rigid_result, _ = _register(atlas, scan_small, coarse, iterations, seed, shrink_factors=(2, 1))
-    affine_result, _ = _register(atlas, scan_small, as_affine(rigid_result), iterations, seed)
-    candidates = [sitk.AffineTransform(3), as_affine(rigid_result)]
-    affine = as_affine(affine_result)
-    if is_plausible_affine(affine):
-        candidates.append(affine)
+        result = _attempt(atlas, scan_small, rigid, max(iterations // 3, 10), seed, shrink_factors=(4,))
+        starts.append(result if result is not None else (None, rigid))
+    if all(metric is None for metric, _ in starts):
+        raise PrealignmentError(
+            "the atlas and the scan share too little of their field of view for mutual information from any "
+            "start; check that the scan shows the same body region as the atlas"
+        )
+    coarse = _preferred_start(starts)
+    rigid_result = _attempt(atlas, scan_small, coarse, iterations, seed, shrink_factors=(2, 1))
+    rigid = as_affine(coarse if rigid_result is None else rigid_result[1])
+    candidates = [sitk.AffineTransform(3), rigid]
+    affine_result = _attempt(atlas, scan_small, rigid, iterations, seed)
+    if affine_result is not None and is_plausible_affine(as_affine(affine_result[1])):
+        candidates.append(as_affine(affine_result[1]))
     return _best_by_local_correlation(atlas, scan_small, candidates)
+
+
+class PrealignmentError(InputError):
+    """No start of the affine pre-alignment could be optimised (the images hardly overlap)."""
+
+
+def _attempt(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, iterations: int, seed: int,
+             shrink_factors: tuple[int, ...] = (4, 2, 1)) -> tuple[float, sitk.Transform] | None:
+    """:func:`_register` as ``(metric, transform)``, or ``None`` where ITK gives up on this start.
+
+    ITK stops with an exception when too few metric samples fall inside the moving image (a start
+    rotated out of a thin slab, or an optimiser step that leaves it); that start is then dropped
+    rather than ending the pre-alignment.
+    """
+    try:
+        transform, metric = _register(fixed, moving, initial, iterations, seed, shrink_factors)
+    except RuntimeError:
+        return None
+    return metric, transform
 
 
 def _best_by_local_correlation(
@@ -123,7 +148,12 @@ def _best_by_local_correlation(
     local correlation the registration network also uses arbitrates between the stored geometry
     (identity), the rigid and the affine result; the last candidate with the best value wins ties.
     """
-    scores = [_local_correlation(atlas, scan, transform) for transform in candidates]
+    scores = []
+    for transform in candidates:
+        try:
+            scores.append(_local_correlation(atlas, scan, transform))
+        except RuntimeError:  # no atlas sample lands inside the scan through this transform
+            scores.append(float("inf"))
     best = min(range(len(candidates)), key=lambda i: (scores[i], -i))
     return candidates[best]
 
@@ -153,10 +183,17 @@ def is_plausible_affine(transform: sitk.AffineTransform) -> bool:
     return bool(np.linalg.det(matrix) > 0 and singular.min() >= low and singular.max() <= high)
 
 
-def _preferred_start(candidates: list[tuple[float, sitk.Transform]]) -> sitk.Transform:
-    """The unrotated start unless another start's metric (lower is better) beats it by 25 %."""
+def _preferred_start(candidates: list[tuple[float | None, sitk.Transform]]) -> sitk.Transform:
+    """The unrotated start unless another start's metric (lower is better) beats it by 25 %.
+
+    A start ITK could not optimise has the metric ``None`` and never wins; when the unrotated start
+    is one of those, the best of the others is taken.
+    """
+    usable = [(metric, transform) for metric, transform in candidates if metric is not None]
+    metric, transform = min(usable, key=lambda item: item[0])
     unrotated_metric, unrotated = candidates[0]
-    metric, transform = min(candidates, key=lambda item: item[0])
+    if unrotated_metric is None:
+        return transform
     return transform if metric < unrotated_metric - 0.25 * abs(unrotated_metric) else unrotated
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from RRLMedSAMLib.geometry.affine import affine_from_dict, prealign_to_atlas
+from RRLMedSAMLib.errors import InputError
+from RRLMedSAMLib.geometry.affine import PrealignmentError, affine_from_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.deformation import (
     compose_scan_displacement,
     fuse_correction_on_scan,
@@ -56,8 +57,11 @@ def prealign(segmenter: Segmenter, work: ScanWork) -> None:
     if known is not None:
         work.atlas_to_scan, work.prealignment = affine_from_dict(known["affine"]), "reused from training"
     else:
-        work.atlas_to_scan = prealign_to_atlas(model.atlas_image, work.scan, model.grid,
-                                               iterations=model.preset.affine_iterations, seed=model.seed)
+        try:
+            work.atlas_to_scan = prealign_to_atlas(model.atlas_image, work.scan, model.grid,
+                                                   iterations=model.preset.affine_iterations, seed=model.seed)
+        except PrealignmentError as error:
+            raise InputError(f"Cannot pre-align {work.image_path} to the atlas: {error}.") from None
 
 
 def predict(segmenter: Segmenter, work: ScanWork) -> None:

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from RRLMedSAMLib.errors import InputError
-from RRLMedSAMLib.geometry.affine import affine_to_dict, prealign_to_atlas
+from RRLMedSAMLib.geometry.affine import PrealignmentError, affine_to_dict, prealign_to_atlas
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.io.file_hash import sha256_file
@@ -89,7 +89,10 @@ def prepare_training_data(
     progress.start_stage("prealign", len(scans), "affine pre-alignment of every scan to the atlas")
     volumes, affines = [], []
     for index, scan in enumerate(scans):
-        transform = prealign_to_atlas(atlas.image, scan, grid, iterations=affine_iterations, seed=seed)
+        try:
+            transform = prealign_to_atlas(atlas.image, scan, grid, iterations=affine_iterations, seed=seed)
+        except PrealignmentError as error:
+            raise InputError(f"Cannot pre-align scan {scan_names[index]} to the atlas: {error}.") from None
         affines.append(affine_to_dict(transform))
         volumes.append(normalize_intensity(resample_to_grid(scan, grid, transform)))
         progress.update(index + 1, message=f"pre-aligned {scan_names[index]}")
