@@ -50,6 +50,11 @@ def test_shareable_stages_follow_what_each_stage_depends_on() -> None:
     assert shareable_stages(rrl, _config("rrl-no-ema", teacher="random-vit_b")) == (
         "prealign", "registration", "medical_pretrain", "pseudo_labels")
     assert shareable_stages(rrl, _config("plain")) == ("prealign",)
+    plain, no_prior = _config("plain"), _config("plain")
+    no_prior["preset"] = {**plain["preset"], "atlas_prior": False, "segmentation_steps": 9}
+    assert shareable_stages(plain, no_prior) == ("prealign", "registration", "pseudo_labels")
+    no_prior["preset"]["registration_steps"] = 5
+    assert shareable_stages(plain, no_prior) == ("prealign",)
     assert shareable_stages(rrl, _config("rrl-no-prompt", rrl={"joint_steps": 4})) == ("prealign",)
     longer = copy.deepcopy(rrl)
     longer["preset"]["registration_steps"] = 5
@@ -106,3 +111,21 @@ def test_bench_counts_shared_stages_at_the_source_runs_times() -> None:
     assert counted["train_s"] == 40.0 + 20.0 + 50.0 + 90.0
     assert counted["stages_s"]["prealign"] == 20.0 and counted["stages_s"]["joint_stage2"] == 39.0
     assert _with_inherited_stages({"train_s": 5.0, "shared": None}, {}) == {"train_s": 5.0, "shared": None}
+
+
+def test_a_plain_run_without_the_atlas_prior_shares_registration_and_pseudo_labels(
+    tiny_case: dict[str, Path], tmp_path: Path
+) -> None:
+    plain = ("--method", "plain", "--set", "registration_steps=4", "--set", "segmentation_steps=3")
+    source = tmp_path / "source"
+    assert engine(*train_args(tiny_case, source, *plain)).returncode == 0
+    reference = tmp_path / "reference"
+    (reference / "cache").mkdir(parents=True)
+    shutil.copy2(source / "cache" / "prepared.safetensors", reference / "cache")
+    result = engine(*train_args(tiny_case, reference, *plain, "--set", "atlas_prior=off"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    shared = tmp_path / "shared"
+    result = shared_train([source], train_args(tiny_case, shared, *plain, "--set", "atlas_prior=off"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Reusing prealign, registration, pseudo_labels" in result.stdout
+    assert_same_weights(reference, shared)
