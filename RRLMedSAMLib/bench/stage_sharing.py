@@ -55,6 +55,9 @@ _LATER_FIELDS = frozenset({
 
 
 def _early_settings(preset: dict) -> dict:
+    """The preset fields the stages up to the pseudo labels read (the fine stage's too when it makes them)."""
+    if preset.get("fine_pseudo_labels"):
+        return dict(preset)
     return {key: value for key, value in preset.items() if key not in _LATER_FIELDS}
 
 

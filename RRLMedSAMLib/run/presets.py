@@ -39,7 +39,7 @@ class Preset:
             demands); 0 = off.
         refinement_coarse_steps: instance-optimisation iterations on the working grid at ``segment``
             when the fine stage follows (at most ``instance_optimization_steps``; the pseudo labels
-            of training always use ``instance_optimization_steps``).
+            of training use ``instance_optimization_steps`` unless ``fine_pseudo_labels``).
         registration_budget_s_cpu: seconds per scan the fine stage may take on a CPU (levels,
             iterations and resolution are sized to fit, see :mod:`RRLMedSAMLib.registration.fine_plan`).
         registration_budget_s_gpu: the same on a GPU.
@@ -50,6 +50,9 @@ class Preset:
         fine_learning_rate: Adam step of the fine stage (voxels of the level).
         fine_ncc_weight: weight of a local NCC term added to the MIND-SSC SSD (0 = features only).
         diffeomorphic_fine: the fine stage optimises velocities integrated by scaling and squaring.
+        fine_pseudo_labels: training's pseudo labels are made by the whole registration ``segment``
+            runs, the fine stage included (:mod:`RRLMedSAMLib.training.pseudo_labels`), instead of
+            on the working grid alone; each scan then costs the fine stage's budget once more.
     """
 
     name: str
@@ -77,6 +80,7 @@ class Preset:
     fine_learning_rate: float = 1.0
     fine_ncc_weight: float = 0.0
     diffeomorphic_fine: bool = False
+    fine_pseudo_labels: bool = False
 
     @property
     def grid_divisor(self) -> int:

@@ -12,8 +12,6 @@ from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.registration.register import register_on_grid
-from RRLMedSAMLib.registration.spatial_transformer import warp_classes
 from RRLMedSAMLib.run.distributed import SINGLE, ProcessGroup
 from RRLMedSAMLib.run.folder import RunFolder
 from RRLMedSAMLib.run.methods import Method
@@ -22,6 +20,7 @@ from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
 from RRLMedSAMLib.training import data_parallel
 from RRLMedSAMLib.training.prepare import PreparedData
+from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller
 from RRLMedSAMLib.training.stage_runner import run_stage
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
@@ -79,15 +78,15 @@ class TrainingContext:
         """
         if self.run.pseudo_labels.exists():
             return load_file(str(self.run.pseudo_labels))["classes"]
+        labeller = PseudoLabeller(self.run, self.config, self.data, self.preset, self.device, registration)
         if self.group.active:
-            return data_parallel.shared_pseudo_labels(self.group, self.progress, self.run, self.data, self.preset,
-                                                      self.device, registration)
+            return data_parallel.shared_pseudo_labels(self.group, self.progress, self.run, self.data, labeller)
         data = self.data
-        self.progress.start_stage("pseudo_labels", len(data.scans), "warping the atlas label onto every scan")
+        self.progress.start_stage("pseudo_labels", len(data.scans),
+                                  f"warping the atlas label onto every scan {labeller.describe()}")
         labels = []
-        for index, scan in enumerate(data.scans):
-            ddf = register_on_grid(registration, data.atlas_image, scan, self.preset, self.device)
-            labels.append(warp_classes(data.atlas_classes, data.num_classes, ddf))
+        for index in range(len(data.scans)):
+            labels.append(labeller(index))
             self.progress.update(index + 1, message=f"pseudo label of {data.scan_names[index]}")
         classes = np.stack(labels)
         with atomic_path(self.run.pseudo_labels) as temp:

@@ -29,17 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
-from RRLMedSAMLib.registration.register import register_on_grid
-from RRLMedSAMLib.registration.spatial_transformer import warp_classes
 from RRLMedSAMLib.run.distributed import ProcessGroup, modules_digest
 from RRLMedSAMLib.run.folder import RunFolder
-from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
 from RRLMedSAMLib.training.prepare import PreparedData
+from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
 SHARES_FOLDER = Path("cache") / "pseudo_label_shares"
@@ -62,11 +59,10 @@ def shared_teacher_features(
 
 
 def shared_pseudo_labels(
-    group: ProcessGroup, progress: ProgressReporter, run: RunFolder, data: PreparedData, preset: Preset,
-    device: torch.device, registration: nn.Module,
+    group: ProcessGroup, progress: ProgressReporter, run: RunFolder, data: PreparedData, labeller: PseudoLabeller,
 ) -> np.ndarray:
     """The atlas label warped onto every scan ``(N, D, H, W)``; each rank registers its share of the scans."""
-    digest = modules_digest({"registration": registration})[:16]
+    digest = modules_digest({"registration": labeller.registration})[:16]
     folder = run.root / SHARES_FOLDER
     paths = [folder / f"{index:05d}-{digest}.safetensors" for index in range(len(data.scans))]
     mine = group.shard(range(len(data.scans)))
@@ -74,9 +70,8 @@ def shared_pseudo_labels(
                                                          f"{len(data.scans)} scans on each of {group.world_size} ranks")
     for done, index in enumerate(mine, start=1):
         if not paths[index].is_file():
-            ddf = register_on_grid(registration, data.atlas_image, data.scans[index], preset, device)
             with atomic_path(paths[index]) as temp:
-                save_file({"classes": warp_classes(data.atlas_classes, data.num_classes, ddf)}, str(temp))
+                save_file({"classes": labeller(index)}, str(temp))
         progress.update(done, message=f"pseudo label of {data.scan_names[index]}")
     group.barrier()
     classes = np.stack([load_file(str(path))["classes"] for path in paths])

@@ -266,6 +266,8 @@ def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, ch
 
     if run.prepared.exists():
         data = load_prepared(run.prepared)
+        if not run.prealignment.exists():  # prepared data handed over without its record (a copied cache)
+            write_json_atomic(run.prealignment, prealignment_record(request.images, data))
     else:
         grid = run_working_grid(config)
         data = prepare_training_data(atlas, scans, names, grid, preset.affine_iterations, seed, progress)
