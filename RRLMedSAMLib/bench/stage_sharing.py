@@ -17,8 +17,9 @@ those stages is then the same as running them, minus the time. What two runs sha
 * ``registration``, ``medical_pretrain``, ``pseudo_labels``: both in the RRL family with the
   same preset, RRL settings and atlas label ids (distillation on or off: those stages do not use it).
 * ``teacher_features``, ``distill_stage1``: both RRL runs distil, from the same teacher.
-* ``registration``, ``pseudo_labels`` of the plain family: both plain, with presets that differ at
-  most in what only the segmentation network or ``segment`` reads (e.g. ``atlas_prior``).
+* ``registration`` of the plain family: both plain, with presets that differ at most in what only
+  later stages or ``segment`` read (e.g. ``atlas_prior``, ``fine_pseudo_labels``); ``pseudo_labels``
+  too when they also agree on what the pseudo labels read.
 
 The stage that makes an ablation differ (``joint_stage2``, the segmentation head) always runs.
 """
@@ -41,24 +42,31 @@ from RRLMedSAMLib.run.methods import get_method
 _RRL_PREFIX = ("prealign", "teacher_features", "distill_stage1", "registration", "medical_pretrain", "pseudo_labels")
 
 
-#: Stage order of the plain family up to (not including) the segmentation network.
-_PLAIN_PREFIX = ("prealign", "registration", "pseudo_labels")
-#: Preset fields no stage of :data:`_PLAIN_PREFIX` reads: the segmentation network's training and
-#: what only ``segment`` runs (the fine registration stage). Two plain runs that differ only in these
-#: share their registration network and pseudo labels.
-_LATER_FIELDS = frozenset({
-    "atlas_prior", "segmentation_steps", "segmentation_patch", "checkpoint_every", "refinement_grid_size",
-    "refinement_steps", "refinement_coarse_steps", "registration_budget_s_cpu", "registration_budget_s_gpu",
-    "fine_levels", "fine_smoothness_weight", "fine_control_spacing", "fine_learning_rate", "fine_ncc_weight",
-    "diffeomorphic_fine",
+#: Preset fields the registration network's training does not read: the pseudo labels', the
+#: segmentation network's and what only ``segment`` runs (the fine registration stage).
+_AFTER_REGISTRATION = frozenset({
+    "instance_optimization_steps", "fine_pseudo_labels", "atlas_prior", "segmentation_steps", "segmentation_patch",
+    "checkpoint_every", "refinement_grid_size", "refinement_steps", "refinement_coarse_steps",
+    "registration_budget_s_cpu", "registration_budget_s_gpu", "fine_levels", "fine_smoothness_weight",
+    "fine_control_spacing", "fine_learning_rate", "fine_ncc_weight", "diffeomorphic_fine",
 })
+#: Of those, the ones the pseudo labels read when they are made on the working grid alone (with
+#: ``fine_pseudo_labels`` they read the fine stage's settings too).
+_PSEUDO_LABEL_FIELDS = frozenset({"instance_optimization_steps", "fine_pseudo_labels"})
+_SEGMENTATION_FIELDS = frozenset({"atlas_prior", "segmentation_steps", "segmentation_patch", "checkpoint_every"})
 
 
-def _early_settings(preset: dict) -> dict:
-    """The preset fields the stages up to the pseudo labels read (the fine stage's too when it makes them)."""
-    if preset.get("fine_pseudo_labels"):
-        return dict(preset)
-    return {key: value for key, value in preset.items() if key not in _LATER_FIELDS}
+def _plain_shared(a: dict, b: dict) -> tuple[str, ...]:
+    """The stages two plain runs with presets ``a`` and ``b`` share (the first always: same grid and affine)."""
+    def without(preset: dict, fields: frozenset[str]) -> dict:
+        return {key: value for key, value in preset.items() if key not in fields}
+
+    if without(a, _AFTER_REGISTRATION) != without(b, _AFTER_REGISTRATION):
+        return ("prealign",)
+    later = _SEGMENTATION_FIELDS if a.get("fine_pseudo_labels") else _AFTER_REGISTRATION - _PSEUDO_LABEL_FIELDS
+    if without(a, later) != without(b, later):
+        return ("prealign", "registration")
+    return ("prealign", "registration", "pseudo_labels")
 
 
 def _distils(config: dict) -> bool:
@@ -74,8 +82,8 @@ def shareable_stages(source: dict, target: dict) -> tuple[str, ...]:
     if (a["grid_size"], a["affine_iterations"], len(a["channels"])) != (b["grid_size"], b["affine_iterations"], len(b["channels"])):
         return ()
     families = {get_method(config.get("method", "plain")).family for config in (source, target)}
-    if families == {"plain"} and _early_settings(a) == _early_settings(b) and source["label_ids"] == target["label_ids"]:
-        return _PLAIN_PREFIX
+    if families == {"plain"} and source["label_ids"] == target["label_ids"]:
+        return _plain_shared(a, b)
     if families != {"rrl"} or a != b or source.get("rrl") != target.get("rrl") or source["label_ids"] != target["label_ids"]:
         return ("prealign",)
     distil = _distils(source) and _distils(target) and source.get("teacher") == target.get("teacher")

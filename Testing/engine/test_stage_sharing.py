@@ -53,6 +53,9 @@ def test_shareable_stages_follow_what_each_stage_depends_on() -> None:
     plain, no_prior = _config("plain"), _config("plain")
     no_prior["preset"] = {**plain["preset"], "atlas_prior": False, "segmentation_steps": 9}
     assert shareable_stages(plain, no_prior) == ("prealign", "registration", "pseudo_labels")
+    fine_labels = copy.deepcopy(no_prior)
+    fine_labels["preset"]["fine_pseudo_labels"] = True
+    assert shareable_stages(plain, fine_labels) == ("prealign", "registration")
     no_prior["preset"]["registration_steps"] = 5
     assert shareable_stages(plain, no_prior) == ("prealign",)
     assert shareable_stages(rrl, _config("rrl-no-prompt", rrl={"joint_steps": 4})) == ("prealign",)
