@@ -30,7 +30,7 @@ import numpy as np
 from RRLMedSAMLib.bench.tables import to_csv
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.io.atomic import write_text_atomic
-from RRLMedSAMLib.run.presets import PRESETS
+from RRLMedSAMLib.run.presets import FINE_STAGE_STEPS, PRESETS
 
 #: Dice differences smaller than this count as ties.
 TIE = 5e-4
@@ -56,7 +56,8 @@ class AddOn:
 
 
 #: ``segment`` options with every add-on on (the ensemble aside: it is measured as its own variant).
-ALL_ON = ("--volume-calibration", "on", "--label-smoothing-mm", "auto", "--registration-ensemble", "1")
+ALL_ON = ("--volume-calibration", "on", "--label-smoothing-mm", "auto", "--registration-ensemble", "1",
+          "--refinement-steps", str(FINE_STAGE_STEPS))
 
 
 def variants(ensemble: int) -> list[Variant]:

@@ -35,7 +35,7 @@ def test_fine_pseudo_labels_come_from_the_fine_stage_and_are_recorded(tmp_path: 
     fine = tmp_path / "fine"
     (fine / "cache").mkdir(parents=True)  # the same pre-alignment, so the same registration network is trained
     shutil.copy2(working / "cache" / "prepared.safetensors", fine / "cache")
-    assert main(train_args(case, fine, *STEPS, "--set", "fine_pseudo_labels=on")) == 0
+    assert main(train_args(case, fine, *STEPS, "--set", "fine_pseudo_labels=on")) == 0  # tiny has the fine stage on
 
     config = json.loads((fine / "config.json").read_text())
     assert config["preset"]["fine_pseudo_labels"] is True
@@ -57,3 +57,13 @@ def test_fine_pseudo_labels_come_from_the_fine_stage_and_are_recorded(tmp_path: 
         # the wrong grid's voxels would put the labels far off the scan's own structures
         assert dice["fine"] > 0.8, dice
         assert _mean_dice(labels["fine"][index], labels["working"][index], data.num_classes) > 0.8
+
+
+def test_fine_pseudo_labels_without_the_fine_stage_are_refused_before_anything_is_written(
+    tmp_path: Path, capsys,
+) -> None:
+    case = make_case(tmp_path / "case")
+    argv = train_args(case, tmp_path / "run", *STEPS, "--set", "fine_pseudo_labels=on", "--set", "refinement_steps=0")
+    assert main(argv) == 2
+    assert "--set refinement_steps=N" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
