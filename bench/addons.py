@@ -6,7 +6,8 @@
 One training of ``--method`` (the atlas and every other scan of the dataset, as a user trains,
 with ``--volume-calibration on`` so that the calibration can be measured), plus one without the
 atlas prior that copies every stage it shares with it (:mod:`RRLMedSAMLib.bench.stage_sharing`);
-the fine registration stage is switched off at ``segment``. Then ``segment`` of the held-out scans
+the fine-grid pass is switched off at ``segment`` (``--refinement-steps 0``) or replaced by the
+MIND-SSC fine stage (``--refinement-steps 25``). Then ``segment`` of the held-out scans
 (every scan that is neither the atlas nor a ``--selection`` scan, i.e. that chose no setting) once
 with every add-on on (``all-on``) and once per add-on switched off, and ``evaluate`` of each.
 Writes ``per_scan.csv`` (each scan's mean Dice per variant) and ``summary.md``: per add-on, its
@@ -56,8 +57,7 @@ class AddOn:
 
 
 #: ``segment`` options with every add-on on (the ensemble aside: it is measured as its own variant).
-ALL_ON = ("--volume-calibration", "on", "--label-smoothing-mm", "auto", "--registration-ensemble", "1",
-          "--refinement-steps", str(FINE_STAGE_STEPS))
+ALL_ON = ("--volume-calibration", "on", "--label-smoothing-mm", "auto", "--registration-ensemble", "1")
 
 
 def variants(ensemble: int) -> list[Variant]:
@@ -67,6 +67,7 @@ def variants(ensemble: int) -> list[Variant]:
         Variant("no-volume-calibration", "default", (*ALL_ON, "--volume-calibration", "off")),
         Variant(f"ensemble-{ensemble}", "default", (*ALL_ON, "--registration-ensemble", str(ensemble))),
         Variant("no-refinement", "default", (*ALL_ON, "--refinement-steps", "0")),
+        Variant("fine-stage", "default", (*ALL_ON, "--refinement-steps", str(FINE_STAGE_STEPS))),
         Variant("no-atlas-prior", "no-atlas-prior", ALL_ON),
     ]
 
@@ -78,7 +79,9 @@ def add_ons(ensemble: int) -> list[AddOn]:
     return [
         AddOn("volume calibration", state[defaults.volume_calibration], "all-on", "no-volume-calibration"),
         AddOn("label smoothing (auto)", state[defaults.label_smoothing_mm != 0], "all-on", "no-label-smoothing"),
-        AddOn("fine registration stage", state[PRESETS["fast"].refinement_steps > 0], "all-on", "no-refinement"),
+        AddOn("fine-grid NCC pass", state[PRESETS["fast"].fine_grid_steps > 0], "all-on", "no-refinement"),
+        AddOn("MIND-SSC fine stage instead of the fine-grid pass", state[PRESETS["fast"].refinement_steps > 0],
+              "fine-stage", "all-on"),
         AddOn("atlas prior", state[PRESETS["fast"].atlas_prior], "all-on", "no-atlas-prior"),
         AddOn(f"registration ensemble ({ensemble} members)", state[defaults.registration_ensemble > 1],
               f"ensemble-{ensemble}", "all-on"),

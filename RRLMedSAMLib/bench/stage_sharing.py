@@ -48,7 +48,8 @@ _AFTER_REGISTRATION = frozenset({
     "instance_optimization_steps", "fine_pseudo_labels", "atlas_prior", "segmentation_steps", "segmentation_patch",
     "checkpoint_every", "refinement_grid_size", "refinement_steps", "refinement_coarse_steps",
     "registration_budget_s_cpu", "registration_budget_s_gpu", "fine_levels", "fine_smoothness_weight",
-    "fine_control_spacing", "fine_learning_rate", "fine_ncc_weight", "diffeomorphic_fine",
+    "fine_control_spacing", "fine_learning_rate", "fine_ncc_weight", "diffeomorphic_fine", "fine_grid_size",
+    "fine_grid_steps", "fine_grid_smoothness_weight", "fine_grid_ncc_kernel",
 })
 #: Of those, the ones the pseudo labels read when they are made on the working grid alone (with
 #: ``fine_pseudo_labels`` they read the fine stage's settings too).

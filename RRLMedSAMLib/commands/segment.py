@@ -54,7 +54,8 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("segmentation options (defaults follow docs/benchmarks.md's add-on table)")
     group.add_argument(
         "--refinement-steps", type=int, metavar="N", default=defaults.refinement_steps,
-        help="iterations of the fine registration stage (default: the run's preset; 0 = off, faster)",
+        help="iterations per level of the MIND-SSC fine registration stage, which then replaces the preset's "
+             "fine-grid NCC pass (default: the run's preset, i.e. that pass; 0 = no refinement after the working grid)",
     )
     group.add_argument(
         "--registration-ensemble", type=int, default=defaults.registration_ensemble, metavar="N",

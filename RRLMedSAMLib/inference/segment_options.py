@@ -18,8 +18,9 @@ class SegmentOptions:
     """Options of one ``segment``.
 
     Attributes:
-        refinement_steps: iterations of the fine registration stage; ``None`` = the run's preset,
-            0 = off (the working-grid registration alone).
+        refinement_steps: iterations per level of the MIND-SSC fine registration stage, which then
+            replaces the preset's fine-grid NCC pass; ``None`` = the run's preset (that pass in
+            every user preset), 0 = neither (the working-grid registration alone).
         label_smoothing_mm: volume-keeping smoothing of each final structure: a Gaussian sigma in
             mm (0 = off) or ``"auto"`` (until no rougher than in the atlas label).
         registration_ensemble: registrations from slightly moved starts whose warped atlas labels

@@ -62,3 +62,21 @@ def refine_registration(
     return _optimise_residual(
         flow, lambda total: decoder.to_full_resolution(total, size), objective, moving, fixed, steps, learning_rate
     )
+
+
+def refine_displacement(
+    objective: nn.Module,
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    initial_ddf: torch.Tensor,
+    steps: int,
+    learning_rate: float = 0.1,
+) -> torch.Tensor:
+    """``initial_ddf`` ``(B, 3, D, H, W)`` (voxels) plus a residual optimised on this pair, same shape.
+
+    The fine-grid pass of instance optimisation (:mod:`RRLMedSAMLib.registration.fine_refinement`):
+    the residual has one vector per voxel; ``objective(moving, fixed, ddf) -> (loss, parts)``
+    scores the total displacement, so its smoothness term keeps the sum smooth. 0 steps return
+    ``initial_ddf``.
+    """
+    return _optimise_residual(initial_ddf, lambda total: total, objective, moving, fixed, steps, learning_rate)

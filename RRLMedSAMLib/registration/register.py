@@ -6,9 +6,10 @@ Two levels, both here:
   optimisation, between two arrays already on the working grid. Training's pseudo labels call it
   directly (their scans are prepared working-grid arrays), and :func:`register` builds on it.
 * :func:`register` - one scan on its own grid, from an affine start: resample onto the working
-  grid, :func:`register_on_grid`, then the fine registration stage when the run has one
-  (:mod:`RRLMedSAMLib.registration.fine_stage`: MIND-SSC instance optimisation, coarse to fine, at
-  the atlas's resolution). ``segment`` (every registration, ensemble members included) and the
+  grid, :func:`register_on_grid`, then the fine-grid NCC pass of the presets
+  (:mod:`RRLMedSAMLib.registration.fine_refinement`) or, when switched on instead, the fine
+  registration stage (:mod:`RRLMedSAMLib.registration.fine_stage`: MIND-SSC instance optimisation,
+  coarse to fine, at the atlas's resolution). ``segment`` (every registration, ensemble members included) and the
   volume calibration call it.
 
 Displacements follow the working grid's conventions (:mod:`RRLMedSAMLib.geometry.working_grid`):
@@ -29,6 +30,7 @@ import torch
 
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
+from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement
 from RRLMedSAMLib.registration.fine_stage import FineStage
 from RRLMedSAMLib.registration.instance_optimization import refine_registration
 from RRLMedSAMLib.registration.losses import RegistrationObjective
@@ -67,7 +69,7 @@ class Registration:
         grid: the run's working grid (atlas space).
         preset: the run's preset, its ``instance_optimization_steps`` already those of the
             working-grid pass (fewer when the fine stage follows).
-        refinement: the fine registration stage, or ``None`` (off).
+        refinement: the fine registration stage or the fine-grid NCC pass, or ``None`` (off).
         device: where the network and the optimisation run.
     """
 
@@ -75,7 +77,7 @@ class Registration:
     atlas_working: np.ndarray
     grid: WorkingGrid
     preset: Preset
-    refinement: FineStage | None
+    refinement: FineStage | FineRefinement | None
     device: torch.device
 
 
@@ -83,9 +85,18 @@ def make_registration(
     network: RegistrationNetwork, atlas_image: sitk.Image, atlas_label: sitk.Image, grid: WorkingGrid,
     preset: Preset, device: torch.device, refinement_steps: int | None = None,
 ) -> Registration:
-    """The :class:`Registration` of a run (``refinement_steps`` overrides the fine stage's iterations per level; 0 = off)."""
+    """The :class:`Registration` of a run.
+
+    After the working-grid pass comes the fine registration stage when it is on (the preset's
+    ``refinement_steps``, or ``refinement_steps`` here, > 0), else the fine-grid NCC pass when the
+    preset has one; ``refinement_steps=0`` switches both off.
+    """
     plan = plan_fine_stage(atlas_image, atlas_label, grid, preset, device, refinement_steps)
-    refinement = None if plan is None else FineStage(plan, atlas_image, device)
+    refinement: FineStage | FineRefinement | None = None
+    if plan is not None:
+        refinement = FineStage(plan, atlas_image, device)
+    elif refinement_steps is None:
+        refinement = plan_fine_refinement(atlas_image, atlas_label, grid, preset, device)
     coarse_steps = preset.instance_optimization_steps
     if refinement is not None:
         coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)

@@ -38,7 +38,7 @@ class Preset:
         refinement_steps: Adam iterations per level of that fine stage (fewer when the budget
             demands); 0 = off, as in every user preset (:data:`FINE_STAGE_STEPS` switches it on).
         refinement_coarse_steps: instance-optimisation iterations on the working grid at ``segment``
-            when the fine stage follows (at most ``instance_optimization_steps``; the pseudo labels
+            when the fine stage or the fine-grid pass follows (at most ``instance_optimization_steps``; the pseudo labels
             of training use ``instance_optimization_steps`` unless ``fine_pseudo_labels``).
         registration_budget_s_cpu: seconds per scan the fine stage may take on a CPU (levels,
             iterations and resolution are sized to fit, see :mod:`RRLMedSAMLib.registration.fine_plan`).
@@ -50,6 +50,15 @@ class Preset:
         fine_learning_rate: Adam step of the fine stage (voxels of the level).
         fine_ncc_weight: weight of a local NCC term added to the MIND-SSC SSD (0 = features only).
         diffeomorphic_fine: the fine stage optimises velocities integrated by scaling and squaring.
+        fine_grid_size: longest side (voxels) of the finer grid on which ``segment`` refines each
+            registration after the working-grid pass with local NCC
+            (:mod:`RRLMedSAMLib.registration.fine_refinement`; never finer than the atlas's voxels,
+            skipped when not finer than the working grid); 0 = off. The fine registration stage
+            replaces this pass when it is on.
+        fine_grid_steps: Adam iterations of that pass; 0 = off.
+        fine_grid_smoothness_weight: weight of its diffusion penalty (lower than the working grid's:
+            the finer grid resolves what a stiffer field would smooth away).
+        fine_grid_ncc_kernel: window (voxels of the finer grid) of its local NCC.
         fine_pseudo_labels: training's pseudo labels are made by the whole registration ``segment``
             runs, the fine stage included (:mod:`RRLMedSAMLib.training.pseudo_labels`), instead of
             on the working grid alone; each scan then costs the fine stage's budget once more.
@@ -80,6 +89,10 @@ class Preset:
     fine_learning_rate: float = 1.0
     fine_ncc_weight: float = 0.0
     diffeomorphic_fine: bool = False
+    fine_grid_size: int = 0
+    fine_grid_steps: int = 0
+    fine_grid_smoothness_weight: float = 0.35
+    fine_grid_ncc_kernel: int = 5
     fine_pseudo_labels: bool = False
 
     @property
@@ -96,8 +109,9 @@ class Preset:
 
 
 #: Iterations per level that switch the fine registration stage on (``segment --refinement-steps``,
-#: ``train --set refinement_steps``). It is off in every user preset: on held-out brain scans it
-#: lowered Dice (see ``docs/benchmarks.md``, add-ons); the per-scan budgets still size it when on.
+#: ``train --set refinement_steps``). It is off in every user preset: on held-out brain and
+#: prostate scans it lowered Dice (see ``docs/benchmarks.md``, add-ons); the per-scan budgets still
+#: size it when on. The fine-grid NCC pass (``fine_grid_*``) is the presets' refinement instead.
 FINE_STAGE_STEPS = 25
 
 PRESETS: dict[str, Preset] = {
@@ -106,15 +120,15 @@ PRESETS: dict[str, Preset] = {
                    refinement_grid_size=48, refinement_steps=3),
     "fast": Preset("fast", grid_size=64, channels=(16, 32, 64, 96, 128), registration_steps=200,
                    segmentation_steps=250, segmentation_patch=48, refinement_grid_size=256,
-                   registration_budget_s_cpu=30.0, registration_budget_s_gpu=5.0),
+                   registration_budget_s_cpu=30.0, registration_budget_s_gpu=5.0, fine_grid_size=128, fine_grid_steps=25),
     "standard": Preset("standard", grid_size=96, channels=(16, 32, 64, 96, 128), registration_steps=1500,
                        segmentation_steps=1500, segmentation_patch=64, checkpoint_every=50,
                        refinement_grid_size=256, registration_budget_s_cpu=90.0,
-                       registration_budget_s_gpu=10.0),
+                       registration_budget_s_gpu=10.0, fine_grid_size=128, fine_grid_steps=25),
     "full": Preset("full", grid_size=128, channels=(16, 32, 64, 96, 128), registration_steps=5000,
                    segmentation_steps=5000, segmentation_patch=96, ncc_kernel=9, checkpoint_every=100,
                    refinement_grid_size=256, registration_budget_s_cpu=240.0,
-                   registration_budget_s_gpu=30.0),
+                   registration_budget_s_gpu=30.0, fine_grid_size=192, fine_grid_steps=50),
 }
 
 

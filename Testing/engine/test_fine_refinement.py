@@ -1,4 +1,4 @@
-"""The fine stage as segment runs it: displacement resampling between grids, nested level grids, a loaded run's plan."""
+"""The fine stage and the fine-grid pass as segment runs them: displacement resampling between grids, nested level grids, a loaded run's plan."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_ddf, voxel_ddf_to_mm
 from RRLMedSAMLib.geometry.working_grid import make_working_grid
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.registration.fine_plan import coarsen
+from RRLMedSAMLib.registration.fine_refinement import FineRefinement
 from RRLMedSAMLib.registration.fine_stage import FineStage
 
 
@@ -90,3 +92,29 @@ def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_fine_stage_fo
     assert longer is not None and longer.refinement is not None
     assert all(level.iterations <= 5 for level in longer.refinement.plan.levels)
     assert longer.refinement.plan.levels[0].iterations == 5
+
+
+def test_the_fine_grid_pass_runs_when_the_fine_stage_is_off_and_gives_way_to_it(
+    tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["preset"].update(refinement_steps=0, fine_grid_size=48, fine_grid_steps=3, refinement_coarse_steps=2)
+    (run / "config.json").write_text(json.dumps(config))
+    registration = open_segmenter(run, torch.device("cpu")).registration
+    assert registration is not None and isinstance(registration.refinement, FineRefinement)
+    assert registration.refinement.grid.spacing_mm < 0.9 * registration.grid.spacing_mm
+    assert registration.preset.instance_optimization_steps == 2
+    assert open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0)).registration.refinement is None
+    mind = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=4)).registration
+    assert isinstance(mind.refinement, FineStage)
+
+    assert main(["segment", "--model", str(run), "--images", str(tiny_case["scan_a"]), "--out", str(tmp_path / "seg")]) == 0
+    qc = json.loads((tmp_path / "seg" / "scan_a_image" / "qc.json").read_text())
+    assert "fine-grid refinement (3 steps" in qc["registration"]
+    assert qc["fine_registration"]["stage"] == "fine-grid NCC refinement"
+    assert qc["fine_registration"]["iterations"] == 3 and 0 <= qc["fine_registration"]["folding_fraction"] < 0.05
+    field = sitk.ReadImage(str(tmp_path / "seg" / "scan_a_image" / "deformation.nrrd"))
+    assert field.GetNumberOfComponentsPerPixel() == 3
+    assert np.isfinite(sitk.GetArrayViewFromImage(field)).all()

@@ -1,0 +1,88 @@
+"""Fine-grid refinement: a second instance-optimisation pass of each registration, at ``segment``.
+
+The networks run on the working grid (``fast``: 64 voxels along the longest side, about 2.9 mm
+on a brain), and their flow lives at half that resolution, too coarse for small structures.
+``segment`` therefore resamples the working-grid displacement onto a finer grid of the same
+region (``preset.fine_grid_size`` voxels along the longest side, never finer than the atlas's own
+voxels) and optimises a residual there, one vector per voxel, on the registration objective:
+local NCC over ``preset.fine_grid_ncc_kernel`` voxels plus ``preset.fine_grid_smoothness_weight``
+times the diffusion penalty, for ``preset.fine_grid_steps`` Adam iterations. No label is used.
+It is the default refinement of every user preset; the MIND-SSC fine registration stage
+(:mod:`RRLMedSAMLib.registration.fine_stage`) replaces it when switched on.
+
+Displacements are ``(3, D, H, W)`` arrays in voxels of their grid, ``(dz, dy, dx)``, resampling
+direction (atlas point = grid point + displacement, in the pre-aligned frame).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.registration.fine_objective import folding_fraction_voxels
+from RRLMedSAMLib.registration.instance_optimization import refine_displacement
+from RRLMedSAMLib.registration.losses import RegistrationObjective
+from RRLMedSAMLib.run.presets import Preset
+
+#: The refinement grid is used only when its voxels are at most this fraction of the working grid's.
+MIN_RESOLUTION_GAIN = 0.9
+
+
+@dataclass(frozen=True)
+class FineRefinement:
+    """The finer grid, the atlas image on it (intensities in [0, 1], ``(D, H, W)``) and the pass's settings."""
+
+    grid: WorkingGrid
+    atlas: np.ndarray
+    steps: int
+    ncc_kernel: int
+    smoothness_weight: float
+    device: torch.device
+
+    def describe(self) -> str:
+        """For ``qc.json``'s ``registration`` entry."""
+        return f"fine-grid refinement ({self.steps} steps at {self.grid.spacing_mm:.2f} mm)"
+
+    @torch.no_grad()
+    def register(self, scan: sitk.Image, atlas_to_scan: sitk.Transform, working: WorkingGrid,
+                 ddf_zyx: np.ndarray) -> tuple[WorkingGrid, np.ndarray, dict]:
+        """The working-grid displacement ``ddf_zyx`` refined on the fine grid: the grid, the field on it, what ran.
+
+        Same contract as :meth:`RRLMedSAMLib.registration.fine_stage.FineStage.register`
+        (``atlas_to_scan`` is the affine pre-alignment).
+        """
+        tick = time.perf_counter()
+        initial = resample_voxel_ddf(ddf_zyx, working, self.grid)
+        scan_fine = normalize_intensity(resample_to_grid(scan, self.grid, atlas_to_scan))
+        objective = RegistrationObjective(self.ncc_kernel, self.smoothness_weight).to(self.device)
+        ddf = refine_displacement(
+            objective,
+            torch.from_numpy(self.atlas)[None, None].to(self.device),
+            torch.from_numpy(scan_fine)[None, None].to(self.device),
+            torch.from_numpy(initial)[None].to(self.device),
+            self.steps,
+        )
+        details = {"stage": "fine-grid NCC refinement", "resolution_mm": round(self.grid.spacing_mm, 4),
+                   "shape_zyx": list(self.grid.shape_zyx), "iterations": self.steps,
+                   "seconds": round(time.perf_counter() - tick, 3), "folding_fraction": round(folding_fraction_voxels(ddf), 6)}
+        return self.grid, ddf[0].float().cpu().numpy(), details
+
+
+def plan_fine_refinement(
+    atlas_image: sitk.Image, atlas_label: sitk.Image, working_grid: WorkingGrid, preset: Preset, device: torch.device,
+) -> FineRefinement | None:
+    """The run's fine-grid refinement, or ``None`` when it is off or its grid would not be finer than ``working_grid``."""
+    if preset.fine_grid_size <= 0 or preset.fine_grid_steps <= 0:
+        return None
+    grid = make_working_grid(atlas_label, preset.fine_grid_size, divisor=2, min_voxel_mm=float(min(atlas_image.GetSpacing())))
+    if grid.spacing_mm > MIN_RESOLUTION_GAIN * working_grid.spacing_mm:
+        return None
+    atlas = normalize_intensity(resample_to_grid(atlas_image, grid))
+    return FineRefinement(grid, atlas, preset.fine_grid_steps, preset.fine_grid_ncc_kernel,
+                          preset.fine_grid_smoothness_weight, device)
