@@ -320,6 +320,9 @@ def process_group(device: torch.device, launch: Launch) -> Iterator[ProcessGroup
     _current = group
     try:
         yield group
+        # every rank tears the group down together: a rank that destroyed it while another was still
+        # leaving its last collective was seen to abort in the communication library's threads
+        torch.distributed.barrier()
     finally:
         _current = SINGLE
         torch.distributed.destroy_process_group()
