@@ -28,13 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from RRLMedSAMLib.bench.atlas_choices import TIE
 from RRLMedSAMLib.bench.tables import to_csv
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.io.atomic import write_text_atomic
 from RRLMedSAMLib.run.presets import FINE_STAGE_STEPS, PRESETS
-
-#: Dice differences smaller than this count as ties.
-TIE = 5e-4
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+
+from RRLMedSAMLib.io.volumes import read_label
+from RRLMedSAMLib.registration.volume_calibration import label_volumes_mm3
 
 #: Dice differences smaller than this are ties (not "below affine").
 TIE = 5e-4
@@ -131,12 +133,8 @@ def structure_volumes_ml(labels: Mapping[str, str | os.PathLike]) -> dict[int, f
     """Each label id's mean volume (mL) over the atlas label files ``labels`` (atlas -> path); absent counts as 0."""
     totals: dict[int, float] = {}
     for path in labels.values():
-        image = sitk.ReadImage(str(path))
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-        ids, counts = np.unique(sitk.GetArrayFromImage(image), return_counts=True)
-        for label, count in zip(ids.tolist(), counts.tolist()):
-            if label != 0:
-                totals[int(label)] = totals.get(int(label), 0.0) + count * voxel_ml
+        for label, mm3 in label_volumes_mm3(read_label(path, "Atlas label")).items():
+            totals[label] = totals.get(label, 0.0) + mm3 / 1000.0
     return {label: total / len(labels) for label, total in sorted(totals.items())}
 
 
