@@ -49,7 +49,7 @@ _AFTER_REGISTRATION = frozenset({
     "checkpoint_every", "refinement_grid_size", "refinement_steps", "refinement_coarse_steps",
     "registration_budget_s_cpu", "registration_budget_s_gpu", "fine_levels", "fine_smoothness_weight",
     "fine_control_spacing", "fine_learning_rate", "fine_ncc_weight", "diffeomorphic_fine", "fine_grid_size",
-    "fine_grid_steps", "fine_grid_smoothness_weight", "fine_grid_ncc_kernel",
+    "fine_grid_steps", "fine_grid_smoothness_weight", "fine_grid_ncc_kernel", "fine_grid_folding_weight",
 })
 #: Of those, the ones the pseudo labels read when they are made on the working grid alone (with
 #: ``fine_pseudo_labels`` they read the fine stage's settings too).

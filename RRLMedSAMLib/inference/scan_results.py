@@ -60,6 +60,7 @@ def quality_report(segmenter: Segmenter, work: ScanWork, has_prompt_mask: bool) 
         "method": model.method.name,
         "registration": work.registered_field.describe,
         "fine_registration": work.registered_field.details or None,
+        "registration_checks": work.registered_field.checks,
         "prealignment": work.prealignment,
         "atlas_prior": model.preset.atlas_prior,
         "registration_ensemble": segmenter.ensemble_members,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from monai.losses import DiffusionLoss, LocalNormalizedCrossCorrelationLoss
 
+from RRLMedSAMLib.registration.losses import jacobian_determinant_voxels
 from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 
 
@@ -44,18 +45,12 @@ class FineObjective(torch.nn.Module):
 
 @torch.no_grad()
 def jacobian_determinant(ddf: torch.Tensor) -> torch.Tensor:
-    """Jacobian determinant ``(D-2, H-2, W-2)`` of ``x -> x + ddf(x)`` for one ``(1, 3, D, H, W)`` voxel field.
+    """Jacobian determinant ``(D-2, H-2, W-2)`` (float64) of ``x -> x + ddf(x)`` for one ``(1, 3, D, H, W)`` voxel field.
 
-    Central differences; the outermost layer is left out (one-sided there), as
-    :func:`RRLMedSAMLib.geometry.deformation.folding_fraction` does.
+    :func:`RRLMedSAMLib.registration.losses.jacobian_determinant_voxels` in double precision, as
+    :func:`RRLMedSAMLib.geometry.deformation.folding_fraction` counts it (outermost layer left out).
     """
-    u = ddf[0].double()
-    rows = []
-    for component in range(3):
-        grads = torch.gradient(u[component], dim=(0, 1, 2))
-        rows.append([g[1:-1, 1:-1, 1:-1] + (1.0 if axis == component else 0.0) for axis, g in enumerate(grads)])
-    (a, b, c), (d, e, f), (g, h, i) = rows
-    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return jacobian_determinant_voxels(ddf.double())[0]
 
 
 def folding_fraction_voxels(ddf: torch.Tensor) -> float:

@@ -6,7 +6,12 @@ on a brain), and their flow lives at half that resolution, too coarse for small 
 region (``preset.fine_grid_size`` voxels along the longest side, never finer than the atlas's own
 voxels) and optimises a residual there, one vector per voxel, on the registration objective:
 local NCC over ``preset.fine_grid_ncc_kernel`` voxels plus ``preset.fine_grid_smoothness_weight``
-times the diffusion penalty, for ``preset.fine_grid_steps`` Adam iterations. No label is used.
+times the diffusion penalty (plus ``preset.fine_grid_folding_weight`` times a penalty on
+Jacobian determinants below 0.1, :func:`RRLMedSAMLib.registration.losses.folding_penalty`), for
+``preset.fine_grid_steps`` Adam iterations. No label is used to optimise; the atlas's labelled
+region only serves the safety check (:mod:`RRLMedSAMLib.registration.step_checks`): when the
+pass lowers the similarity, changes the labelled volume implausibly or folds, a shorter step
+along the same change is tried (:data:`STEP_FRACTIONS`), and when none passes the pass is undone.
 It is the default refinement of every user preset; the MIND-SSC fine registration stage
 (:mod:`RRLMedSAMLib.registration.fine_stage`) replaces it when switched on.
 
@@ -25,25 +30,29 @@ import torch
 
 from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.registration.fine_objective import folding_fraction_voxels
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
+from RRLMedSAMLib.registration.step_checks import StepJudge
 from RRLMedSAMLib.run.presets import Preset
 
 #: The refinement grid is used only when its voxels are at most this fraction of the working grid's.
 MIN_RESOLUTION_GAIN = 0.9
+#: Fractions of the optimised change tried in turn until the safety check passes (then the pass is undone).
+STEP_FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 
 
 @dataclass(frozen=True)
 class FineRefinement:
-    """The finer grid, the atlas image on it (intensities in [0, 1], ``(D, H, W)``) and the pass's settings."""
+    """The finer grid, the atlas image on it (intensities in [0, 1], ``(D, H, W)``), its labelled region (1 inside) and the pass's settings."""
 
     grid: WorkingGrid
     atlas: np.ndarray
+    atlas_mask: np.ndarray
     steps: int
     ncc_kernel: int
     smoothness_weight: float
     device: torch.device
+    folding_weight: float = 0.0
 
     def describe(self) -> str:
         """For ``qc.json``'s ``registration`` entry."""
@@ -58,20 +67,28 @@ class FineRefinement:
         (``atlas_to_scan`` is the affine pre-alignment).
         """
         tick = time.perf_counter()
-        initial = resample_voxel_ddf(ddf_zyx, working, self.grid)
-        scan_fine = normalize_intensity(resample_to_grid(scan, self.grid, atlas_to_scan))
-        objective = RegistrationObjective(self.ncc_kernel, self.smoothness_weight).to(self.device)
-        ddf = refine_displacement(
-            objective,
-            torch.from_numpy(self.atlas)[None, None].to(self.device),
-            torch.from_numpy(scan_fine)[None, None].to(self.device),
-            torch.from_numpy(initial)[None].to(self.device),
-            self.steps,
-        )
+        initial = torch.from_numpy(resample_voxel_ddf(ddf_zyx, working, self.grid))[None].to(self.device)
+        atlas = torch.from_numpy(self.atlas)[None, None].to(self.device)
+        scan_fine = torch.from_numpy(normalize_intensity(resample_to_grid(scan, self.grid, atlas_to_scan)))[None, None].to(self.device)
+        objective = RegistrationObjective(self.ncc_kernel, self.smoothness_weight, self.folding_weight).to(self.device)
+        ddf = refine_displacement(objective, atlas, scan_fine, initial, self.steps)
+        mask = torch.from_numpy(self.atlas_mask)[None, None].to(self.device)
+        judge = StepJudge(self.ncc_kernel).to(self.device)
+        shortened = []
+        for fraction in STEP_FRACTIONS:
+            candidate = initial + fraction * (ddf - initial)
+            check = judge.check("fine-grid refinement", atlas, scan_fine, mask, initial, candidate)
+            if check.kept:
+                break
+            shortened.append({"step_fraction": fraction, "reason": check.reason})
         details = {"stage": "fine-grid NCC refinement", "resolution_mm": round(self.grid.spacing_mm, 4),
-                   "shape_zyx": list(self.grid.shape_zyx), "iterations": self.steps,
-                   "seconds": round(time.perf_counter() - tick, 3), "folding_fraction": round(folding_fraction_voxels(ddf), 6)}
-        return self.grid, ddf[0].float().cpu().numpy(), details
+                   "shape_zyx": list(self.grid.shape_zyx), "iterations": self.steps, "kept": check.kept,
+                   "step_fraction": fraction if check.kept else 0.0, "rejected_steps": shortened,
+                   "seconds": round(time.perf_counter() - tick, 3), "folding_fraction": round(check.folding_after, 6),
+                   "check": check}
+        if not check.kept:
+            return working, ddf_zyx, details
+        return self.grid, candidate[0].float().cpu().numpy(), details
 
 
 def plan_fine_refinement(
@@ -84,5 +101,6 @@ def plan_fine_refinement(
     if grid.spacing_mm > MIN_RESOLUTION_GAIN * working_grid.spacing_mm:
         return None
     atlas = normalize_intensity(resample_to_grid(atlas_image, grid))
-    return FineRefinement(grid, atlas, preset.fine_grid_steps, preset.fine_grid_ncc_kernel,
-                          preset.fine_grid_smoothness_weight, device)
+    atlas_mask = (resample_to_grid(atlas_label, grid, is_label=True) > 0).astype(np.float32)
+    return FineRefinement(grid, atlas, atlas_mask, preset.fine_grid_steps, preset.fine_grid_ncc_kernel,
+                          preset.fine_grid_smoothness_weight, device, preset.fine_grid_folding_weight)

@@ -17,7 +17,7 @@ from RRLMedSAMLib.registration.decoder import RegistrationDecoder
 
 
 def _optimise_residual(
-    start: torch.Tensor,
+    residual_shape: torch.Size,
     to_ddf: Callable[[torch.Tensor], torch.Tensor],
     objective: nn.Module,
     moving: torch.Tensor,
@@ -25,18 +25,17 @@ def _optimise_residual(
     steps: int,
     learning_rate: float,
 ) -> torch.Tensor:
-    """``to_ddf(start + r)`` for the residual ``r`` (shaped as ``start``) found by ``steps`` Adam iterations on ``objective``."""
-    start = start.detach()
-    residual = torch.zeros_like(start, requires_grad=True)
+    """``to_ddf(r)`` for the residual ``r`` (shaped ``residual_shape``, starting at 0) found by ``steps`` Adam iterations on ``objective``."""
+    residual = torch.zeros(residual_shape, dtype=moving.dtype, device=moving.device, requires_grad=True)
     optimizer = torch.optim.Adam([residual], lr=learning_rate)
     with torch.enable_grad():
         for _ in range(steps):
-            loss, _ = objective(moving, fixed, to_ddf(start + residual))
+            loss, _ = objective(moving, fixed, to_ddf(residual))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        return to_ddf(start + residual)
+        return to_ddf(residual)
 
 
 def refine_registration(
@@ -59,8 +58,10 @@ def refine_registration(
         learning_rate: Adam step size, in voxels of the flow level.
     """
     size = moving.shape[2:]
+    flow = flow.detach()
     return _optimise_residual(
-        flow, lambda total: decoder.to_full_resolution(total, size), objective, moving, fixed, steps, learning_rate
+        flow.shape, lambda residual: decoder.to_full_resolution(flow + residual, size), objective, moving, fixed,
+        steps, learning_rate,
     )
 
 
@@ -76,7 +77,10 @@ def refine_displacement(
 
     The fine-grid pass of instance optimisation (:mod:`RRLMedSAMLib.registration.fine_refinement`):
     the residual has one vector per voxel; ``objective(moving, fixed, ddf) -> (loss, parts)``
-    scores the total displacement, so its smoothness term keeps the sum smooth. 0 steps return
+    scores the total displacement, so its smoothness term keeps the sum smooth (and its folding
+    term, when weighted, keeps Adam's per-voxel steps from folding cells). 0 steps return
     ``initial_ddf``.
     """
-    return _optimise_residual(initial_ddf, lambda total: total, objective, moving, fixed, steps, learning_rate)
+    initial_ddf = initial_ddf.detach()
+    return _optimise_residual(initial_ddf.shape, lambda residual: initial_ddf + residual, objective, moving, fixed,
+                              steps, learning_rate)

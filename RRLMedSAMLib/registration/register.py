@@ -32,13 +32,18 @@ from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity,
 from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
 from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement
 from RRLMedSAMLib.registration.fine_stage import FineStage
-from RRLMedSAMLib.registration.instance_optimization import refine_registration
+from RRLMedSAMLib.registration.instance_optimization import refine_displacement, refine_registration
 from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.registration.network import RegistrationNetwork
+from RRLMedSAMLib.registration.step_checks import StepCheck, StepJudge
 from RRLMedSAMLib.run.presets import Preset
 
 #: ``qc.json``'s ``registration`` entry for the working-grid part of :func:`register`.
 REGISTRATION_DEFORMABLE = "affine + deformable network + instance optimisation"
+#: The same when the network's registration lost to the affine start (see :func:`register`).
+REGISTRATION_AFFINE_FALLBACK = "affine + instance optimisation (the network's registration lost to the affine start)"
+#: ... and when instance optimisation from the affine start lost to it too.
+REGISTRATION_AFFINE_KEPT = "affine (the deformable registration lost to it)"
 
 
 def register_on_grid(
@@ -66,6 +71,7 @@ class Registration:
     Attributes:
         network: the trained registration network (eval mode, on ``device``).
         atlas_working: the atlas image on ``grid``, ``(D, H, W)`` float32 in [0, 1].
+        atlas_mask_working: the atlas's labelled region on ``grid``, ``(D, H, W)`` float32, 1 inside.
         grid: the run's working grid (atlas space).
         preset: the run's preset, its ``instance_optimization_steps`` already those of the
             working-grid pass (fewer when the fine stage follows).
@@ -75,6 +81,7 @@ class Registration:
 
     network: RegistrationNetwork
     atlas_working: np.ndarray
+    atlas_mask_working: np.ndarray
     grid: WorkingGrid
     preset: Preset
     refinement: FineStage | FineRefinement | None
@@ -101,7 +108,8 @@ def make_registration(
     if refinement is not None:
         coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
     atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    return Registration(network, atlas_working, grid, replace(preset, instance_optimization_steps=coarse_steps),
+    atlas_mask = (resample_to_grid(atlas_label, grid, is_label=True) > 0).astype(np.float32)
+    return Registration(network, atlas_working, atlas_mask, grid, replace(preset, instance_optimization_steps=coarse_steps),
                         refinement, device)
 
 
@@ -112,7 +120,8 @@ class Field:
     ``describe`` says how it was made (``qc.json``'s ``registration`` entry); ``refinement_s`` the
     seconds the fine stage took (``None`` without one); ``details`` what the fine stage ran
     (levels, resolution, iterations, seconds, final similarity, folding, fallbacks: see
-    :func:`RRLMedSAMLib.registration.fine_stage._details`), empty without one.
+    :func:`RRLMedSAMLib.registration.fine_stage._details`), empty without one; ``checks`` the
+    safety check of each step (:class:`RRLMedSAMLib.registration.step_checks.StepCheck` as dicts).
     """
 
     grid: WorkingGrid
@@ -120,6 +129,7 @@ class Field:
     describe: str
     refinement_s: float | None = None
     details: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -133,14 +143,42 @@ def register(
     ``scan_working`` is the scan already resampled onto ``model.grid`` through ``start`` and
     normalised (computed here when ``None``). Returns the field on the fine stage's last level
     when the run has the stage, else on the working grid.
+
+    No step may leave the match worse than the step before it
+    (:mod:`RRLMedSAMLib.registration.step_checks`): when the working-grid registration loses to
+    the affine start, instance optimisation is run again from the affine start instead, and when
+    that loses too the affine start is kept; the fine-grid pass judges itself the same way.
     """
     if scan_working is None:
         scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
-    ddf = register_on_grid(model.network, model.atlas_working, scan_working, model.preset, model.device)
+    ddf, checks = _checked_working_registration(model, scan_working)
     ddf_zyx = ddf[0].float().cpu().numpy()
+    described = REGISTRATION_DEFORMABLE if checks[0].kept else (
+        REGISTRATION_AFFINE_FALLBACK if checks[-1].kept else REGISTRATION_AFFINE_KEPT)
     if model.refinement is None:
-        return Field(model.grid, ddf_zyx, REGISTRATION_DEFORMABLE)
+        return Field(model.grid, ddf_zyx, described, checks=[check.to_dict() for check in checks])
     tick = time.perf_counter()
     grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx)
-    return Field(grid, refined, f"{REGISTRATION_DEFORMABLE} + {model.refinement.describe()}",
-                 time.perf_counter() - tick, details)
+    fine_check = details.pop("check", None)
+    if fine_check is not None:
+        checks.append(fine_check)
+    return Field(grid, refined, f"{described} + {model.refinement.describe()}",
+                 time.perf_counter() - tick, details, [check.to_dict() for check in checks])
+
+
+def _checked_working_registration(model: Registration, scan_working: np.ndarray) -> tuple[torch.Tensor, list[StepCheck]]:
+    """The working-grid displacement ``(1, 3, D, H, W)`` kept by the safety checks, and the checks made."""
+    device = model.device
+    atlas = torch.from_numpy(model.atlas_working)[None, None].to(device)
+    scan = torch.from_numpy(scan_working)[None, None].to(device)
+    mask = torch.from_numpy(model.atlas_mask_working)[None, None].to(device)
+    judge = StepJudge(model.preset.ncc_kernel).to(device)
+    affine_start = torch.zeros((1, 3, *scan_working.shape), dtype=atlas.dtype, device=device)
+    ddf = register_on_grid(model.network, model.atlas_working, scan_working, model.preset, device)
+    checks = [judge.check("deformable registration (working grid)", atlas, scan, mask, affine_start, ddf)]
+    if checks[0].kept:
+        return ddf, checks
+    objective = RegistrationObjective(model.preset.ncc_kernel, model.preset.smoothness_weight).to(device)
+    retry = refine_displacement(objective, atlas, scan, affine_start, model.preset.instance_optimization_steps)
+    checks.append(judge.check("instance optimisation from the affine start", atlas, scan, mask, affine_start, retry))
+    return (retry if checks[-1].kept else affine_start), checks

@@ -59,6 +59,8 @@ class Preset:
         fine_grid_smoothness_weight: weight of its diffusion penalty (lower than the working grid's:
             the finer grid resolves what a stiffer field would smooth away).
         fine_grid_ncc_kernel: window (voxels of the finer grid) of its local NCC.
+        fine_grid_folding_weight: weight of a penalty on Jacobian determinants below 0.1 in that
+            pass (:func:`RRLMedSAMLib.registration.losses.folding_penalty`); 0 = off.
         fine_pseudo_labels: training's pseudo labels are made by the whole registration ``segment``
             runs, the fine stage included (:mod:`RRLMedSAMLib.training.pseudo_labels`), instead of
             on the working grid alone; each scan then costs the fine stage's budget once more.
@@ -93,6 +95,7 @@ class Preset:
     fine_grid_steps: int = 0
     fine_grid_smoothness_weight: float = 0.35
     fine_grid_ncc_kernel: int = 5
+    fine_grid_folding_weight: float = 10.0
     fine_pseudo_labels: bool = False
 
     @property
