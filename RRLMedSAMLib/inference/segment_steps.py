@@ -81,7 +81,10 @@ def register_scan(segmenter: Segmenter, work: ScanWork) -> None:
         work.registered_field = Field(model.grid, np.zeros((3, *work.scan_working.shape), dtype=np.float32), REGISTRATION_AFFINE_ONLY)
     if work.registered_field.refinement_s is not None:
         work.timings["fine_registration_s"] = work.registered_field.refinement_s
-    work.displacement = compose_scan_displacement(work.scan, work.atlas_to_scan, work.registered_field.grid, work.registered_field.ddf)
+    work.displacement = work.registered_field.scan_displacement
+    if work.displacement is None:
+        work.displacement = compose_scan_displacement(work.scan, work.atlas_to_scan, work.registered_field.grid,
+                                                      work.registered_field.ddf)
     work.warped_label = warp_atlas_to_scan(model.atlas_label, work.displacement, is_label=True)
     if work.on_registration is not None:
         work.on_registration(1)

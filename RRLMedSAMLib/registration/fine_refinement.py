@@ -10,8 +10,10 @@ times the diffusion penalty (plus ``preset.fine_grid_folding_weight`` times a pe
 Jacobian determinants below 0.1, :func:`RRLMedSAMLib.registration.losses.folding_penalty`), for
 ``preset.fine_grid_steps`` Adam iterations. No label is used to optimise; the atlas's labelled
 region only serves the safety check (:mod:`RRLMedSAMLib.registration.step_checks`): when the
-pass lowers the similarity, changes the labelled volume implausibly or folds, a shorter step
-along the same change is tried (:data:`STEP_FRACTIONS`), and when none passes the pass is undone.
+pass lowers the similarity, changes the labelled volume implausibly or folds (on the finer
+grid's cells, and on the scan's own grid when :func:`~RRLMedSAMLib.registration.register.register`
+passes that measure), a shorter step along the same change is tried (:data:`STEP_FRACTIONS`), and
+when none passes the pass is undone.
 It is the default refinement of every user preset; the MIND-SSC fine registration stage
 (:mod:`RRLMedSAMLib.registration.fine_stage`) replaces it when switched on.
 
@@ -22,7 +24,8 @@ direction (atlas point = grid point + displacement, in the pre-aligned frame).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,9 +35,11 @@ from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
-from RRLMedSAMLib.registration.step_checks import StepJudge
+from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, StepJudge
 from RRLMedSAMLib.run.presets import Preset
 
+#: ``scan_folding(grid, ddf_zyx)``: the folded fraction of a field ``(3, D, H, W)`` in ``grid`` voxels, on the scan's grid.
+ScanFolding = Callable[[WorkingGrid, np.ndarray], float]
 #: The refinement grid is used only when its voxels are at most this fraction of the working grid's.
 MIN_RESOLUTION_GAIN = 0.9
 #: Fractions of the optimised change tried in turn until the safety check passes (then the pass is undone).
@@ -60,11 +65,14 @@ class FineRefinement:
 
     @torch.no_grad()
     def register(self, scan: sitk.Image, atlas_to_scan: sitk.Transform, working: WorkingGrid,
-                 ddf_zyx: np.ndarray) -> tuple[WorkingGrid, np.ndarray, dict]:
+                 ddf_zyx: np.ndarray, scan_folding: ScanFolding | None = None) -> tuple[WorkingGrid, np.ndarray, dict]:
         """The working-grid displacement ``ddf_zyx`` refined on the fine grid: the grid, the field on it, what ran.
 
         Same contract as :meth:`RRLMedSAMLib.registration.fine_stage.FineStage.register`
-        (``atlas_to_scan`` is the affine pre-alignment).
+        (``atlas_to_scan`` is the affine pre-alignment). ``scan_folding(grid, ddf_zyx)``, when given,
+        measures a field's folding where ``qc.json`` reports it (on the scan's own grid); a step
+        that leaves more than :data:`~RRLMedSAMLib.registration.step_checks.FOLDING_LIMIT` of the
+        scan's voxels folded (and more than the working-grid field did) is then rejected too.
         """
         tick = time.perf_counter()
         initial = torch.from_numpy(resample_voxel_ddf(ddf_zyx, working, self.grid))[None].to(self.device)
@@ -74,10 +82,18 @@ class FineRefinement:
         ddf = refine_displacement(objective, atlas, scan_fine, initial, self.steps)
         mask = torch.from_numpy(self.atlas_mask)[None, None].to(self.device)
         judge = StepJudge(self.ncc_kernel).to(self.device)
-        shortened = []
+        shortened, folding_on_scan, working_folding_on_scan = [], None, None
         for fraction in STEP_FRACTIONS:
             candidate = initial + fraction * (ddf - initial)
+            candidate_zyx = candidate[0].float().cpu().numpy()
             check = judge.check("fine-grid refinement", atlas, scan_fine, mask, initial, candidate)
+            if check.kept and scan_folding is not None:
+                folding_on_scan = scan_folding(self.grid, candidate_zyx)
+                if folding_on_scan > FOLDING_LIMIT:
+                    if working_folding_on_scan is None:
+                        working_folding_on_scan = scan_folding(working, ddf_zyx)
+                    if folding_on_scan > working_folding_on_scan:
+                        check = replace(check, kept=False, reason=f"{100 * folding_on_scan:.2f} % of the scan's voxels fold")
             if check.kept:
                 break
             shortened.append({"step_fraction": fraction, "reason": check.reason})
@@ -88,7 +104,7 @@ class FineRefinement:
                    "check": check}
         if not check.kept:
             return working, ddf_zyx, details
-        return self.grid, candidate[0].float().cpu().numpy(), details
+        return self.grid, candidate_zyx, details
 
 
 def plan_fine_refinement(

@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, folding_fraction
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
 from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement
@@ -121,7 +122,9 @@ class Field:
     seconds the fine stage took (``None`` without one); ``details`` what the fine stage ran
     (levels, resolution, iterations, seconds, final similarity, folding, fallbacks: see
     :func:`RRLMedSAMLib.registration.fine_stage._details`), empty without one; ``checks`` the
-    safety check of each step (:class:`RRLMedSAMLib.registration.step_checks.StepCheck` as dicts).
+    safety check of each step (:class:`RRLMedSAMLib.registration.step_checks.StepCheck` as dicts);
+    ``scan_displacement`` the field already composed onto the scan's grid when a check composed it
+    (:func:`RRLMedSAMLib.geometry.deformation.compose_scan_displacement` of ``grid`` and ``ddf``), else ``None``.
     """
 
     grid: WorkingGrid
@@ -130,6 +133,7 @@ class Field:
     refinement_s: float | None = None
     details: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
+    scan_displacement: sitk.Image | None = None
 
 
 @torch.no_grad()
@@ -158,12 +162,40 @@ def register(
     if model.refinement is None:
         return Field(model.grid, ddf_zyx, described, checks=[check.to_dict() for check in checks])
     tick = time.perf_counter()
-    grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx)
+    if isinstance(model.refinement, FineRefinement):
+        on_scan = ScanGridFolding(scan, start)
+        grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx, on_scan)
+    else:
+        on_scan = None
+        grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx)
     fine_check = details.pop("check", None)
     if fine_check is not None:
         checks.append(fine_check)
     return Field(grid, refined, f"{described} + {model.refinement.describe()}",
-                 time.perf_counter() - tick, details, [check.to_dict() for check in checks])
+                 time.perf_counter() - tick, details, [check.to_dict() for check in checks],
+                 on_scan.displacement_of(refined) if on_scan is not None else None)
+
+
+class ScanGridFolding:
+    """A field's folded fraction where ``qc.json`` reports it: composed onto the scan's own grid.
+
+    Called as ``(grid, ddf_zyx) -> fraction`` (see
+    :func:`RRLMedSAMLib.geometry.deformation.folding_fraction`); keeps the last field it composed,
+    so the caller need not compose the kept one again.
+    """
+
+    def __init__(self, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> None:
+        self.scan, self.atlas_to_scan = scan, atlas_to_scan
+        self._last: tuple[np.ndarray, sitk.Image] | None = None
+
+    def __call__(self, grid: WorkingGrid, ddf_zyx: np.ndarray) -> float:
+        displacement = compose_scan_displacement(self.scan, self.atlas_to_scan, grid, ddf_zyx)
+        self._last = (ddf_zyx, displacement)
+        return folding_fraction(displacement)
+
+    def displacement_of(self, ddf_zyx: np.ndarray) -> sitk.Image | None:
+        """The composed field of ``ddf_zyx`` when it was the last one measured (the same array), else ``None``."""
+        return self._last[1] if self._last is not None and self._last[0] is ddf_zyx else None
 
 
 def _checked_working_registration(model: Registration, scan_working: np.ndarray) -> tuple[torch.Tensor, list[StepCheck]]:

@@ -10,9 +10,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segment_steps import segment_scan
 from RRLMedSAMLib.inference.segmenter import open_segmenter
+from RRLMedSAMLib.registration.fine_refinement import FineRefinement
 from RRLMedSAMLib.registration.losses import (
     FOLDING_MARGIN,
     RegistrationObjective,
@@ -21,7 +24,7 @@ from RRLMedSAMLib.registration.losses import (
     folding_penalty,
     jacobian_determinant_voxels,
 )
-from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE
+from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, ScanGridFolding, register, register_on_grid
 from RRLMedSAMLib.registration.step_checks import StepJudge
 
 
@@ -154,3 +157,39 @@ def test_a_folding_fine_grid_pass_is_shortened_or_undone_and_the_default_penalty
     assert long["folding_fraction"] <= 0.005 and np.isfinite(sitk.GetArrayViewFromImage(field)).all()
     penalised = results["penalised"]["fine_registration"]
     assert penalised["kept"] is True and penalised["step_fraction"] >= 0.75 and penalised["folding_fraction"] <= 0.005
+
+
+def test_the_fine_pass_is_judged_by_folding_on_the_scan_grid_and_its_composed_field_is_reused(
+    tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
+) -> None:
+    """The scan-grid measure can reject a step the fine grid's cells accept; the kept field's composition is handed on."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["preset"].update(refinement_steps=0, fine_grid_size=48, fine_grid_steps=4, refinement_coarse_steps=2)
+    (run / "config.json").write_text(json.dumps(config))
+    registration = open_segmenter(run, torch.device("cpu")).registration
+    assert registration is not None and isinstance(registration.refinement, FineRefinement)
+    scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)
+    start = sitk.Transform(3, sitk.sitkIdentity)
+    field = register(registration, scan, start)
+    assert field.scan_displacement is not None
+    again = compose_scan_displacement(scan, start, field.grid, field.ddf)
+    assert np.allclose(sitk.GetArrayViewFromImage(field.scan_displacement), sitk.GetArrayViewFromImage(again))
+
+    measured = ScanGridFolding(scan, start)
+    working = register_on_grid(registration.network, registration.atlas_working,
+                               normalize_intensity(resample_to_grid(scan, registration.grid, start)), registration.preset,
+                               registration.device)[0].numpy()
+    kept_grid, kept, kept_details = registration.refinement.register(scan, start, registration.grid, working)
+    assert kept_details["kept"] and kept_grid != registration.grid
+    kept_size = np.abs(kept).max()
+
+    def strict(grid: WorkingGrid, ddf_zyx: np.ndarray) -> float:
+        """The real scan-grid measure, plus 1 % for any fine-grid field that moves as far as the step kept without it."""
+        return measured(grid, ddf_zyx) + (0.01 if grid != registration.grid and np.abs(ddf_zyx).max() >= 0.99 * kept_size else 0.0)
+
+    grid, ddf, details = registration.refinement.register(scan, start, registration.grid, working, strict)
+    reasons = [step["reason"] for step in details["rejected_steps"]]
+    assert details["step_fraction"] < kept_details["step_fraction"] and any("of the scan's voxels fold" in r for r in reasons)
+    assert strict(grid, ddf) <= 0.005
