@@ -23,6 +23,7 @@ direction (atlas point = grid point + displacement, in the pre-aligned frame).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
-from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, StepJudge
+from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, StepJudge, folds_too_much, labelled_region
 from RRLMedSAMLib.run.presets import Preset
 
 #: ``scan_folding(grid, ddf_zyx)``: the folded fraction of a field ``(3, D, H, W)`` in ``grid`` voxels, on the scan's grid.
@@ -82,18 +83,18 @@ class FineRefinement:
         ddf = refine_displacement(objective, atlas, scan_fine, initial, self.steps)
         mask = torch.from_numpy(self.atlas_mask)[None, None].to(self.device)
         judge = StepJudge(self.ncc_kernel).to(self.device)
-        shortened, folding_on_scan, working_folding_on_scan = [], None, None
+        before = judge.measure(atlas, scan_fine, mask, initial)
+        working_on_scan = functools.cache(lambda: scan_folding(working, ddf_zyx))
+        shortened = []
         for fraction in STEP_FRACTIONS:
             candidate = initial + fraction * (ddf - initial)
-            candidate_zyx = candidate[0].float().cpu().numpy()
-            check = judge.check("fine-grid refinement", atlas, scan_fine, mask, initial, candidate)
-            if check.kept and scan_folding is not None:
-                folding_on_scan = scan_folding(self.grid, candidate_zyx)
-                if folding_on_scan > FOLDING_LIMIT:
-                    if working_folding_on_scan is None:
-                        working_folding_on_scan = scan_folding(working, ddf_zyx)
-                    if folding_on_scan > working_folding_on_scan:
-                        check = replace(check, kept=False, reason=f"{100 * folding_on_scan:.2f} % of the scan's voxels fold")
+            check = judge.compare("fine-grid refinement", before, judge.measure(atlas, scan_fine, mask, candidate))
+            if check.kept:
+                candidate_zyx = candidate[0].float().cpu().numpy()
+                on_scan = scan_folding(self.grid, candidate_zyx) if scan_folding is not None else 0.0
+                # the working field is composed only when the candidate is over the limit
+                if on_scan > FOLDING_LIMIT and folds_too_much(on_scan, working_on_scan()):
+                    check = replace(check, kept=False, reason=f"{100 * on_scan:.2f} % of the scan's voxels fold")
             if check.kept:
                 break
             shortened.append({"step_fraction": fraction, "reason": check.reason})
@@ -117,6 +118,5 @@ def plan_fine_refinement(
     if grid.spacing_mm > MIN_RESOLUTION_GAIN * working_grid.spacing_mm:
         return None
     atlas = normalize_intensity(resample_to_grid(atlas_image, grid))
-    atlas_mask = (resample_to_grid(atlas_label, grid, is_label=True) > 0).astype(np.float32)
-    return FineRefinement(grid, atlas, atlas_mask, preset.fine_grid_steps, preset.fine_grid_ncc_kernel,
+    return FineRefinement(grid, atlas, labelled_region(atlas_label, grid), preset.fine_grid_steps, preset.fine_grid_ncc_kernel,
                           preset.fine_grid_smoothness_weight, device, preset.fine_grid_folding_weight)

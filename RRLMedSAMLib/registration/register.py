@@ -36,7 +36,7 @@ from RRLMedSAMLib.registration.fine_stage import FineStage
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement, refine_registration
 from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.registration.network import RegistrationNetwork
-from RRLMedSAMLib.registration.step_checks import StepCheck, StepJudge
+from RRLMedSAMLib.registration.step_checks import StepCheck, StepJudge, labelled_region
 from RRLMedSAMLib.run.presets import Preset
 
 #: ``qc.json``'s ``registration`` entry for the working-grid part of :func:`register`.
@@ -109,8 +109,7 @@ def make_registration(
     if refinement is not None:
         coarse_steps = min(coarse_steps, preset.refinement_coarse_steps)
     atlas_working = normalize_intensity(resample_to_grid(atlas_image, grid))
-    atlas_mask = (resample_to_grid(atlas_label, grid, is_label=True) > 0).astype(np.float32)
-    return Registration(network, atlas_working, atlas_mask, grid, replace(preset, instance_optimization_steps=coarse_steps),
+    return Registration(network, atlas_working, labelled_region(atlas_label, grid), grid, replace(preset, instance_optimization_steps=coarse_steps),
                         refinement, device)
 
 
@@ -206,11 +205,12 @@ def _checked_working_registration(model: Registration, scan_working: np.ndarray)
     mask = torch.from_numpy(model.atlas_mask_working)[None, None].to(device)
     judge = StepJudge(model.preset.ncc_kernel).to(device)
     affine_start = torch.zeros((1, 3, *scan_working.shape), dtype=atlas.dtype, device=device)
+    before = judge.measure(atlas, scan, mask, affine_start)
     ddf = register_on_grid(model.network, model.atlas_working, scan_working, model.preset, device)
-    checks = [judge.check("deformable registration (working grid)", atlas, scan, mask, affine_start, ddf)]
+    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(atlas, scan, mask, ddf))]
     if checks[0].kept:
         return ddf, checks
     objective = RegistrationObjective(model.preset.ncc_kernel, model.preset.smoothness_weight).to(device)
     retry = refine_displacement(objective, atlas, scan, affine_start, model.preset.instance_optimization_steps)
-    checks.append(judge.check("instance optimisation from the affine start", atlas, scan, mask, affine_start, retry))
+    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(atlas, scan, mask, retry)))
     return (retry if checks[-1].kept else affine_start), checks

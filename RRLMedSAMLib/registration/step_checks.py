@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 
+from RRLMedSAMLib.geometry.working_grid import WorkingGrid, resample_to_grid
 from RRLMedSAMLib.registration.losses import folded_cell_fraction
 from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 
@@ -52,8 +55,21 @@ class StepCheck:
         return {key: round(value, 6) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class FieldMeasure:
+    """What :class:`StepJudge` measures of one field: local NCC, warped labelled volume (voxels), folded-cell fraction."""
+
+    ncc: float
+    volume: float
+    folding: float
+
+
 class StepJudge(torch.nn.Module):
-    """Judges one step on one grid: :meth:`check` compares the field before and after it."""
+    """Judges one step on one grid: :meth:`check` compares the field before and after it.
+
+    A field judged against several candidates is measured once (:meth:`measure`) and compared
+    with each (:meth:`compare`).
+    """
 
     def __init__(self, ncc_kernel: int) -> None:
         super().__init__()
@@ -61,27 +77,35 @@ class StepJudge(torch.nn.Module):
         self.warp = SpatialTransformer()
 
     @torch.no_grad()
-    def similarity(self, atlas: torch.Tensor, scan: torch.Tensor, ddf: torch.Tensor) -> float:
-        """Local NCC of ``atlas`` warped by ``ddf`` and ``scan`` (higher is better)."""
-        return float(-self.ncc(self.warp(atlas, ddf), scan))
+    def measure(self, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor, ddf: torch.Tensor) -> FieldMeasure:
+        """Local NCC of ``atlas`` warped by ``ddf`` and ``scan``, the labelled region ``mask`` (1 inside) warped, folding."""
+        return FieldMeasure(float(-self.ncc(self.warp(atlas, ddf), scan)), float(self.warp(mask, ddf).sum()),
+                            folded_cell_fraction(ddf))
 
-    @torch.no_grad()
-    def volume(self, mask: torch.Tensor, ddf: torch.Tensor) -> float:
-        """The atlas's labelled region ``mask`` (1 inside) warped by ``ddf``, in voxels of the grid."""
-        return float(self.warp(mask, ddf).sum())
+    @staticmethod
+    def compare(step: str, before: FieldMeasure, after: FieldMeasure) -> StepCheck:
+        """Whether the step from the field measured ``before`` to the one measured ``after`` is kept, and why not."""
+        ratio = after.volume / before.volume if before.volume > 0 else 1.0
+        reasons = []
+        if after.ncc < before.ncc:
+            reasons.append(f"similarity fell from {before.ncc:.4f} to {after.ncc:.4f}")
+        if not 1.0 / PLAUSIBLE_VOLUME_RATIO <= ratio <= PLAUSIBLE_VOLUME_RATIO:
+            reasons.append(f"labelled volume changed by a factor {ratio:.2f}")
+        if folds_too_much(after.folding, before.folding):
+            reasons.append(f"{100 * after.folding:.2f} % of cells fold")
+        return StepCheck(step, before.ncc, after.ncc, ratio, before.folding, after.folding, not reasons, "; ".join(reasons))
 
     def check(self, step: str, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor,
               before: torch.Tensor, after: torch.Tensor) -> StepCheck:
         """Whether the step from ``before`` to ``after`` is kept, and the measurements that decided it."""
-        ncc_before, ncc_after = self.similarity(atlas, scan, before), self.similarity(atlas, scan, after)
-        volume_before = self.volume(mask, before)
-        ratio = self.volume(mask, after) / volume_before if volume_before > 0 else 1.0
-        folding_before, folding_after = folded_cell_fraction(before), folded_cell_fraction(after)
-        reasons = []
-        if ncc_after < ncc_before:
-            reasons.append(f"similarity fell from {ncc_before:.4f} to {ncc_after:.4f}")
-        if not 1.0 / PLAUSIBLE_VOLUME_RATIO <= ratio <= PLAUSIBLE_VOLUME_RATIO:
-            reasons.append(f"labelled volume changed by a factor {ratio:.2f}")
-        if folding_after > max(FOLDING_LIMIT, folding_before):
-            reasons.append(f"{100 * folding_after:.2f} % of cells fold")
-        return StepCheck(step, ncc_before, ncc_after, ratio, folding_before, folding_after, not reasons, "; ".join(reasons))
+        return self.compare(step, self.measure(atlas, scan, mask, before), self.measure(atlas, scan, mask, after))
+
+
+def folds_too_much(after: float, before: float) -> bool:
+    """A step folds too much when it leaves more than :data:`FOLDING_LIMIT` folded, and more than before it."""
+    return after > max(FOLDING_LIMIT, before)
+
+
+def labelled_region(atlas_label: sitk.Image, grid: WorkingGrid) -> np.ndarray:
+    """The atlas's labelled region on ``grid``, ``(D, H, W)`` float32, 1 inside (what the volume check warps)."""
+    return (resample_to_grid(atlas_label, grid, is_label=True) > 0).astype(np.float32)

@@ -4,6 +4,8 @@ Imported by ``conftest.py`` so that every engine test module can use them."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,12 @@ def tiny_results(tiny_case: dict[str, Path], tiny_run: Path, tmp_path_factory: p
     result = engine("segment", "--model", tiny_run, "--image", tiny_case["scan_a"], tiny_case["scan_b"], "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+def copy_run_with_preset(run: Path, destination: Path, **changes: object) -> Path:
+    """A copy of the finished ``run`` at ``destination`` whose stored preset has ``changes`` applied."""
+    shutil.copytree(run, destination)
+    config = json.loads((destination / "config.json").read_text())
+    config["preset"].update(changes)
+    (destination / "config.json").write_text(json.dumps(config))
+    return destination

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from pipeline_fixtures import copy_run_with_preset
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
@@ -104,8 +104,7 @@ def test_the_judge_keeps_a_better_step_and_undoes_worse_implausible_or_folding_o
 def test_a_registration_network_gone_wrong_falls_back_to_the_affine_start_and_qc_says_so(
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    run = copy_run_with_preset(tiny_run, tmp_path / "run")
     segmenter = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0))
     registration = segmenter.registration
     assert registration is not None
@@ -133,16 +132,13 @@ def test_a_folding_fine_grid_pass_is_shortened_or_undone_and_the_default_penalty
 ) -> None:
     """Without smoothness or folding penalties the per-voxel pass folds; the check shortens the step, or undoes the
     pass, until it does not. With the preset's folding penalty the same 60-iteration pass is kept (whole or at 3/4)."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    config = json.loads((run / "config.json").read_text())
-    default_weight = config["preset"]["fine_grid_folding_weight"]
+    default_weight = json.loads((tiny_run / "config.json").read_text())["preset"]["fine_grid_folding_weight"]
     assert default_weight > 0
     results = {}
     for name, steps, folding_weight in (("short", 4, 0.0), ("long", 60, 0.0), ("penalised", 60, default_weight)):
-        config["preset"].update(refinement_steps=0, fine_grid_size=48, fine_grid_steps=steps, fine_grid_smoothness_weight=0.0,
-                                refinement_coarse_steps=2, fine_grid_folding_weight=folding_weight)
-        (run / "config.json").write_text(json.dumps(config))
+        run = copy_run_with_preset(tiny_run, tmp_path / f"run-{name}", refinement_steps=0, fine_grid_size=48,
+                                   fine_grid_steps=steps, fine_grid_smoothness_weight=0.0, refinement_coarse_steps=2,
+                                   fine_grid_folding_weight=folding_weight)
         segmenter = open_segmenter(run, torch.device("cpu"))
         results[name] = json.loads((segment_scan(segmenter, tiny_case["scan_a"], tmp_path / name) / "qc.json").read_text())
 
@@ -163,11 +159,8 @@ def test_the_fine_pass_is_judged_by_folding_on_the_scan_grid_and_its_composed_fi
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
     """The scan-grid measure can reject a step the fine grid's cells accept; the kept field's composition is handed on."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    config = json.loads((run / "config.json").read_text())
-    config["preset"].update(refinement_steps=0, fine_grid_size=48, fine_grid_steps=4, refinement_coarse_steps=2)
-    (run / "config.json").write_text(json.dumps(config))
+    run = copy_run_with_preset(tiny_run, tmp_path / "run", refinement_steps=0, fine_grid_size=48, fine_grid_steps=4,
+                               refinement_coarse_steps=2)
     registration = open_segmenter(run, torch.device("cpu")).registration
     assert registration is not None and isinstance(registration.refinement, FineRefinement)
     scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)
