@@ -154,10 +154,10 @@ def register(
     """
     if scan_working is None:
         scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
-    ddf, checks = _checked_working_registration(model, scan_working)
+    ddf, checks = checked_registration_on_grid(model.network, model.atlas_working, model.atlas_mask_working,
+                                               scan_working, model.preset, model.device)
     ddf_zyx = ddf[0].float().cpu().numpy()
-    described = REGISTRATION_DEFORMABLE if checks[0].kept else (
-        REGISTRATION_AFFINE_FALLBACK if checks[-1].kept else REGISTRATION_AFFINE_KEPT)
+    described = describe_working_registration(checks)
     if model.refinement is None:
         return Field(model.grid, ddf_zyx, described, checks=[check.to_dict() for check in checks])
     tick = time.perf_counter()
@@ -197,20 +197,37 @@ class ScanGridFolding:
         return self._last[1] if self._last is not None and self._last[0] is ddf_zyx else None
 
 
-def _checked_working_registration(model: Registration, scan_working: np.ndarray) -> tuple[torch.Tensor, list[StepCheck]]:
-    """The working-grid displacement ``(1, 3, D, H, W)`` kept by the safety checks, and the checks made."""
-    device = model.device
-    atlas = torch.from_numpy(model.atlas_working)[None, None].to(device)
-    scan = torch.from_numpy(scan_working)[None, None].to(device)
-    mask = torch.from_numpy(model.atlas_mask_working)[None, None].to(device)
-    judge = StepJudge(model.preset.ncc_kernel).to(device)
-    affine_start = torch.zeros((1, 3, *scan_working.shape), dtype=atlas.dtype, device=device)
-    before = judge.measure(atlas, scan, mask, affine_start)
-    ddf = register_on_grid(model.network, model.atlas_working, scan_working, model.preset, device)
-    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(atlas, scan, mask, ddf))]
+def checked_registration_on_grid(
+    network: RegistrationNetwork, atlas: np.ndarray, atlas_mask: np.ndarray, scan: np.ndarray, preset: Preset,
+    device: torch.device,
+) -> tuple[torch.Tensor, list[StepCheck]]:
+    """:func:`register_on_grid` kept only when it beats the affine start; the displacement and the checks made.
+
+    ``atlas``, ``scan`` as for :func:`register_on_grid`; ``atlas_mask`` the atlas's labelled region
+    on the same grid ``(D, H, W)``, 1 inside (what the volume check warps). When the network's
+    registration loses to the affine start (zero displacement), instance optimisation is run again
+    from the affine start; when that loses too, the affine start is returned. Returns the
+    displacement ``(1, 3, D, H, W)`` (working-grid voxels) and one
+    :class:`~RRLMedSAMLib.registration.step_checks.StepCheck` per step tried.
+    """
+    fixed = torch.from_numpy(scan)[None, None].to(device)
+    moving = torch.from_numpy(atlas)[None, None].to(device)
+    mask = torch.from_numpy(atlas_mask)[None, None].to(device=device, dtype=moving.dtype)
+    judge = StepJudge(preset.ncc_kernel).to(device)
+    affine_start = torch.zeros((1, 3, *scan.shape), dtype=moving.dtype, device=device)
+    before = judge.measure(moving, fixed, mask, affine_start)
+    ddf = register_on_grid(network, atlas, scan, preset, device)
+    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(moving, fixed, mask, ddf))]
     if checks[0].kept:
         return ddf, checks
-    objective = RegistrationObjective(model.preset.ncc_kernel, model.preset.smoothness_weight).to(device)
-    retry = refine_displacement(objective, atlas, scan, affine_start, model.preset.instance_optimization_steps)
-    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(atlas, scan, mask, retry)))
+    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+    retry = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
+    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(moving, fixed, mask, retry)))
     return (retry if checks[-1].kept else affine_start), checks
+
+
+def describe_working_registration(checks: list[StepCheck]) -> str:
+    """``qc.json``'s ``registration`` entry for what :func:`checked_registration_on_grid` kept."""
+    if checks[0].kept:
+        return REGISTRATION_DEFORMABLE
+    return REGISTRATION_AFFINE_FALLBACK if checks[-1].kept else REGISTRATION_AFFINE_KEPT

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from RRLMedSAMLib.io.atomic import atomic_path
@@ -20,7 +19,7 @@ from RRLMedSAMLib.run.rrl_settings import RRLSettings
 from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
 from RRLMedSAMLib.training import data_parallel
 from RRLMedSAMLib.training.prepare import PreparedData
-from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller
+from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller, load_pseudo_labels, progress_message, save_pseudo_labels
 from RRLMedSAMLib.training.stage_runner import run_stage
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
@@ -77,7 +76,7 @@ class TrainingContext:
         One progress step per scan; under ``torchrun`` each rank registers its share of the scans.
         """
         if self.run.pseudo_labels.exists():
-            return load_file(str(self.run.pseudo_labels))["classes"]
+            return np.stack([label.classes for label in load_pseudo_labels(self.run.pseudo_labels)])
         labeller = PseudoLabeller(self.run, self.config, self.data, self.preset, self.device, registration)
         if self.group.active:
             return data_parallel.shared_pseudo_labels(self.group, self.progress, self.run, self.data, labeller)
@@ -87,9 +86,8 @@ class TrainingContext:
         labels = []
         for index in range(len(data.scans)):
             labels.append(labeller(index))
-            self.progress.update(index + 1, message=f"pseudo label of {data.scan_names[index]}")
-        classes = np.stack(labels)
+            self.progress.update(index + 1, message=progress_message(data.scan_names[index], labels[-1]))
         with atomic_path(self.run.pseudo_labels) as temp:
-            save_file({"classes": classes}, str(temp))
+            save_pseudo_labels(temp, labels)
         self.progress.end_stage()
-        return classes
+        return np.stack([label.classes for label in labels])

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 
 from RRLMedSAMLib.io.atomic import atomic_path
 from RRLMedSAMLib.progress import ProgressReporter
@@ -36,7 +35,7 @@ from RRLMedSAMLib.run.distributed import ProcessGroup, modules_digest
 from RRLMedSAMLib.run.folder import RunFolder
 from RRLMedSAMLib.sam.feature_cache import FeatureTeacher
 from RRLMedSAMLib.training.prepare import PreparedData
-from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller
+from RRLMedSAMLib.training.pseudo_labels import PseudoLabeller, load_pseudo_labels, progress_message, save_pseudo_labels
 from RRLMedSAMLib.training.teacher_features import compute_teacher_features
 
 SHARES_FOLDER = Path("cache") / "pseudo_label_shares"
@@ -69,17 +68,20 @@ def shared_pseudo_labels(
     progress.start_stage("pseudo_labels", len(mine), f"warping the atlas label onto {len(mine)} of "
                                                          f"{len(data.scans)} scans on each of {group.world_size} ranks")
     for done, index in enumerate(mine, start=1):
-        if not paths[index].is_file():
+        if paths[index].is_file():
+            label = load_pseudo_labels(paths[index])[0]
+        else:
+            label = labeller(index)
             with atomic_path(paths[index]) as temp:
-                save_file({"classes": labeller(index)}, str(temp))
-        progress.update(done, message=f"pseudo label of {data.scan_names[index]}")
+                save_pseudo_labels(temp, [label])
+        progress.update(done, message=progress_message(data.scan_names[index], label))
     group.barrier()
-    classes = np.stack([load_file(str(path))["classes"] for path in paths])
+    labels = [load_pseudo_labels(path)[0] for path in paths]
     if group.is_main:
         with atomic_path(run.pseudo_labels) as temp:
-            save_file({"classes": classes}, str(temp))
+            save_pseudo_labels(temp, labels)
     group.barrier()
     if group.is_main:
         shutil.rmtree(folder, ignore_errors=True)
     progress.end_stage()
-    return classes
+    return np.stack([label.classes for label in labels])

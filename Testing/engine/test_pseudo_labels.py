@@ -1,4 +1,4 @@
-"""Training's pseudo labels through the fine registration stage (``fine_pseudo_labels``) against the working grid alone."""
+"""Training's pseudo labels: through the fine registration stage (``fine_pseudo_labels``) or the working grid alone, with the safety check."""
 
 from __future__ import annotations
 
@@ -7,15 +7,28 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
+import torch
+from safetensors.numpy import load_file, save_file
 from tiny_case import make_case, train_args
 
 from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.geometry.affine import affine_from_dict
 from RRLMedSAMLib.geometry.working_grid import resample_to_grid
+from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.io.label_table import labels_to_classes
 from RRLMedSAMLib.io.volumes import read_label
+from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, register_on_grid
+from RRLMedSAMLib.registration.spatial_transformer import warp_classes
+from RRLMedSAMLib.run.folder import RunFolder
+from RRLMedSAMLib.run.presets import Preset
 from RRLMedSAMLib.training.prepare import load_prepared
+from RRLMedSAMLib.training.pseudo_labels import (
+    PseudoLabeller,
+    fallback_summary,
+    load_pseudo_labels,
+    progress_message,
+    save_pseudo_labels,
+)
 
 STEPS = ("--method", "plain", "--set", "segmentation_steps=2")
 
@@ -67,3 +80,44 @@ def test_fine_pseudo_labels_without_the_fine_stage_are_refused_before_anything_i
     assert main(argv) == 2
     assert "--set refinement_steps=N" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pseudo_label_whose_registration_loses_to_the_affine_start_falls_back_and_is_recorded(
+    tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
+) -> None:
+    """The working-grid pseudo labels pass the same safety check as ``segment``; the file and the card say what made each."""
+    config = json.loads((tiny_run / "config.json").read_text())
+    data = load_prepared(tiny_run / "cache" / "prepared.safetensors")
+    segmenter = open_segmenter(tiny_run, torch.device("cpu"))
+    assert segmenter.registration is not None
+    network = segmenter.registration.network
+    labeller = PseudoLabeller(RunFolder(tiny_run), config, data, Preset.from_dict(config["preset"]), torch.device("cpu"), network)
+    assert not labeller.fine
+    sane = labeller(0)
+    assert sane.registration == REGISTRATION_DEFORMABLE and not sane.fell_back
+    assert progress_message("scan_a", sane) == "pseudo label of scan_a"
+
+    with torch.no_grad():  # the flow head now pushes every voxel far along one axis
+        network.decoder.flow.bias.copy_(torch.tensor([6.0, -6.0, 6.0]))
+    broken = labeller(0)
+    assert broken.fell_back and "lost to" in broken.registration and broken.registration in progress_message("scan_a", broken)
+    truth = labels_to_classes(resample_to_grid(read_label(tiny_case["scan_a_label"]), data.grid,
+                                               affine_from_dict(data.affines[0]), is_label=True), data.label_ids)
+    assert _mean_dice(broken.classes, truth, data.num_classes) > 0.5
+    unchecked = warp_classes(data.atlas_classes, data.num_classes,
+                             register_on_grid(network, data.atlas_image, data.scans[0], labeller.preset, torch.device("cpu")))
+    assert _mean_dice(unchecked, truth, data.num_classes) < _mean_dice(broken.classes, truth, data.num_classes)
+
+    path = tmp_path / "pseudo_labels.safetensors"
+    save_pseudo_labels(path, [broken, sane])
+    loaded = load_pseudo_labels(path)
+    assert [label.registration for label in loaded] == [broken.registration, sane.registration]
+    assert np.array_equal(loaded[0].classes, broken.classes) and np.array_equal(loaded[1].classes, sane.classes)
+    assert fallback_summary(loaded, ["scan_a", "scan_b"]) == {"scans": 2, "fell_back": {"scan_a": broken.registration}}
+    old_format = tmp_path / "old.safetensors"  # a file written before the record existed
+    save_file({"classes": np.stack([sane.classes])}, str(old_format))
+    assert fallback_summary(load_pseudo_labels(old_format), ["scan_a"]) == {"scans": 1, "fell_back": {}}
+
+    card = json.loads((tiny_run / "model_card.json").read_text())  # the finished tiny training recorded its own
+    assert card["pseudo_labels"]["scans"] == len(data.scans)
+    assert set(card["pseudo_labels"]["fell_back"]) <= set(data.scan_names)
