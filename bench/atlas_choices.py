@@ -2,7 +2,7 @@
 
     python bench/atlas_choices.py --dataset DATASET_DIR --atlases A B C D --selection S1 S2 ... --out DIR \
         [--methods affine ants-syn ants-synquick registration-only plain] [--preset fast] [--device cpu] \
-        [--threads N] [--seed 0] [--teacher NAME] [--quick] [--set KEY=VALUE ...]
+        [--threads N] [--seed 0] [--teacher NAME] [--quick] [--set KEY=VALUE ...] [--pool-only]
 
 For each atlas, the real ``python -m RRLMedSAMLib bench`` runs into ``DIR/atlas-<A>/`` (the atlas
 against every other scan of the dataset; an atlas whose run finished with the same command is
@@ -12,8 +12,10 @@ atlas nor a ``--selection`` scan (a scan settings were chosen on) is pooled
 pair, the fraction of pairs below affine-only, folding and seconds per scan; per structure the mean
 Dice beside the structure's mean atlas volume. ``affine`` is always run (the below-affine
 comparison needs it). Writes ``DIR/summary.md``, ``per_pair.csv``, ``per_structure.csv`` and
-``per_structure.png``. Exit 0, 1 when a method or an atlas run failed (the rest is still pooled),
-2 for bad arguments (nothing written).
+``per_structure.png``; the summary names each atlas's bench command. ``--pool-only`` runs nothing
+and pools the atlas folders already in ``DIR`` (runs made earlier, elsewhere, or with other
+settings: their commands say which). Exit 0, 1 when a method or an atlas run failed or an atlas
+has no results (the rest is still pooled), 2 for bad arguments (nothing written).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ DEFAULT_METHODS = ("affine", "ants-syn", "ants-synquick", "registration-only", "
 #: The accuracy claim needs at least this many atlases; fewer is allowed (tests) but flagged.
 CLAIM_ATLASES = 4
 MARKER = "atlas_choices.json"
+#: Flags the summary leaves out of an atlas's command (with their values): paths and the title.
+PATH_FLAGS = ("--dataset", "--out", "--title")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +64,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="engine training setting, as for 'bench --set'; repeatable")
     parser.add_argument("--quick", action="store_true", help="bench --quick: tiny preset, 2 scans per atlas (smoke run)")
+    parser.add_argument("--pool-only", action="store_true",
+                        help="run nothing: pool the atlas folders already in --out (each keeps the command it ran)")
     return parser.parse_args(argv)
 
 
@@ -142,6 +148,7 @@ def summary(args: argparse.Namespace, methods: list[dict], structures: list[dict
     if args.quick:
         lines.append("**--quick smoke run (tiny preset, 2 scans per atlas): the numbers mean nothing.**")
     lines += [f"- {p}" for p in problems]
+    lines += ["", "## Atlas runs", "", *[f"- `{atlas}`: {command}" for atlas, command in atlas_commands(args).items()]]
     lines += ["", "## Per method", "", pool.methods_markdown(methods, args.atlases, train_s, REFERENCE_METHOD),
               "- Dice of a pair: mean over the atlas's structures; mean per atlas: over that atlas's pairs.",
               "- worst pair: the lowest Dice of any reported pair.",
@@ -156,13 +163,29 @@ def summary(args: argparse.Namespace, methods: list[dict], structures: list[dict
     return "\n".join(lines)
 
 
+def atlas_commands(args: argparse.Namespace) -> dict[str, str]:
+    """Each atlas's finished bench command (without :data:`PATH_FLAGS`), in Markdown code."""
+    commands = {}
+    for atlas in args.atlases:
+        marker = args.out / f"atlas-{atlas}" / MARKER
+        if not marker.is_file():
+            commands[atlas] = "not finished"
+            continue
+        command = json.loads(marker.read_text())
+        kept = [word for index, word in enumerate(command)
+                if word not in PATH_FLAGS and (index == 0 or command[index - 1] not in PATH_FLAGS)]
+        commands[atlas] = f"`rrlmedsam {' '.join(kept)}`"
+    return commands
+
+
 def aggregate(args: argparse.Namespace, labels: dict[str, Path], codes: dict[str, int]) -> int:
     """Pool every atlas's results into ``args.out``; 1 when anything failed or is missing, else 0."""
     pairs, structure_rows, method_rows, problems, settings = [], [], {}, [], {}
     for atlas in args.atlases:
         folder = args.out / f"atlas-{atlas}"
         if not (folder / "results.json").is_file():
-            problems.append(f"atlas `{atlas}`: no results (bench exit {codes.get(atlas)}; see {folder / 'bench.log'})")
+            ran = f"bench exit {codes[atlas]}" if atlas in codes else "not run here"
+            problems.append(f"atlas `{atlas}`: no results ({ran}; see {folder / 'bench.log'})")
             continue
         found, structures, rows = pool.read_atlas_run(folder, atlas)
         pairs += found
@@ -195,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"atlas_choices: {error}", file=sys.stderr)
         return 2
+    if args.pool_only:
+        if not args.out.is_dir():
+            print(f"atlas_choices: --pool-only needs the atlas folders in {args.out}, which does not exist.", file=sys.stderr)
+            return 2
+        return aggregate(args, labels, {})
     codes = {atlas: run_atlas(args, atlas, methods) for atlas in args.atlases}
     if 2 in codes.values():
         bad = [a for a, c in codes.items() if c == 2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,20 @@ def test_two_atlases_end_to_end_then_resumed(dataset: Path, tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished earlier, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # --pool-only: the finished folders pooled again elsewhere, nothing run; an atlas without results is named
+    pooled = tmp_path / "pooled"
+    for atlas in ("atlas", "scan_a"):
+        shutil.copytree(out / f"atlas-{atlas}", pooled / f"atlas-{atlas}")
+    only = subprocess.run([*command[:command.index("--out") + 1], str(pooled), "--pool-only"], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert "atlas-choices] atlas" not in only.stdout
+    assert _read(pooled / "per_pair.csv") == rows
+    text = (pooled / "summary.md").read_text()
+    assert "## Atlas runs" in text and text.count("`rrlmedsam bench --atlas ") == 2 and "--quick" in text
+    shutil.rmtree(pooled / "atlas-scan_a")
+    missing = subprocess.run([*command[:command.index("--out") + 1], str(pooled), "--pool-only"], capture_output=True,
+                             text=True, cwd=REPO, timeout=300)
+    assert missing.returncode == 1 and not (pooled / "atlas-scan_a").exists()
+    assert "atlas `scan_a`: no results (not run here" in (pooled / "summary.md").read_text()
