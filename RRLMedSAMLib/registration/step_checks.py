@@ -3,8 +3,8 @@
 Every deformable step of :func:`RRLMedSAMLib.registration.register.register` (the working-grid
 registration, the fine-grid pass) is judged against what came before it, on the step's own grid:
 
-* similarity: local NCC of the warped atlas and the scan (higher is better, at most 1); a step
-  that lowers it is undone;
+* similarity: local NCC of the warped atlas and the scan (higher is better, at most 1; see
+  :meth:`StepJudge.similarity`); a step that lowers it is undone;
 * plausibility of the volume change: the atlas's labelled region warped after the step, over the
   same region warped before it; a step that shrinks or grows it beyond :data:`PLAUSIBLE_VOLUME_RATIO`
   is undone (a gross failure, not anatomy: the affine pre-alignment already matched the scale);
@@ -36,6 +36,9 @@ from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 PLAUSIBLE_VOLUME_RATIO = 3.0
 #: Largest fraction of folded cells a step may leave (when the field before it folded less).
 FOLDING_LIMIT = 0.005
+#: A scan voxel counts in the similarity when the intensity's standard deviation in its NCC window
+#: exceeds this (intensities in [0, 1]); in flatter windows the NCC is numerical noise.
+TEXTURE_STD = 0.01
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,32 @@ class StepJudge(torch.nn.Module):
 
     def __init__(self, ncc_kernel: int) -> None:
         super().__init__()
-        self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_kernel)
+        self.kernel = ncc_kernel
+        self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_kernel, reduction="none")
         self.warp = SpatialTransformer()
 
     @torch.no_grad()
     def measure(self, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor, ddf: torch.Tensor) -> FieldMeasure:
         """Local NCC of ``atlas`` warped by ``ddf`` and ``scan``, the labelled region ``mask`` (1 inside) warped, folding."""
-        return FieldMeasure(float(-self.ncc(self.warp(atlas, ddf), scan)), float(self.warp(mask, ddf).sum()),
+        return FieldMeasure(self.similarity(self.warp(atlas, ddf), scan), float(self.warp(mask, ddf).sum()),
                             folded_cell_fraction(ddf))
+
+    @torch.no_grad()
+    def similarity(self, warped: torch.Tensor, scan: torch.Tensor) -> float:
+        """Mean squared local NCC ``(1, 1, D, H, W)`` pair -> [0, 1], over the scan's textured voxels.
+
+        MONAI's local NCC divides by variances floored at 1e-5; in windows where the scan is nearly
+        flat (air in a CT, a smooth background) that quotient is noise and can exceed 1 by far, which
+        would let the flat background decide a step. Those voxels (window standard deviation below
+        :data:`TEXTURE_STD`) are left out, and each voxel's value is clipped to [0, 1]; a scan with
+        no textured voxel is measured over all of them.
+        """
+        ncc = (-self.ncc(warped, scan)).clamp(0.0, 1.0)
+        pool = {"kernel_size": self.kernel, "stride": 1, "padding": self.kernel // 2, "count_include_pad": False}
+        mean = torch.nn.functional.avg_pool3d(scan, **pool)
+        variance = torch.nn.functional.avg_pool3d(scan * scan, **pool) - mean * mean
+        textured = variance > TEXTURE_STD**2
+        return float(ncc[textured].mean()) if bool(textured.any()) else float(ncc.mean())
 
     @staticmethod
     def compare(step: str, before: FieldMeasure, after: FieldMeasure) -> StepCheck:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.losses import LocalNormalizedCrossCorrelationLoss
 from pipeline_fixtures import copy_run_with_preset
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
@@ -99,6 +100,30 @@ def test_the_judge_keeps_a_better_step_and_undoes_worse_implausible_or_folding_o
     folding = judge.check("folding", atlas, scan, mask, start, noisy)
     assert not folding.kept and "fold" in folding.reason and folding.folding_after > 0.005
     assert json.dumps(folding.to_dict())
+
+
+def test_the_similarity_ignores_flat_backgrounds_where_monai_local_ncc_is_noise() -> None:
+    """A flat non-zero background (air in a CT) drives MONAI's local NCC above 1; the judge measures the textured voxels."""
+    z, y, x = torch.meshgrid(*[torch.arange(24.0)] * 3, indexing="ij")
+
+    def blob(centre_x: float, background: float) -> torch.Tensor:
+        return (background + 0.15 * torch.exp(-((z - 12) ** 2 + (y - 12) ** 2 + (x - centre_x) ** 2) / 8.0))[None, None]
+
+    judge, monai_ncc = StepJudge(7), LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
+    shift = torch.zeros(1, 3, 24, 24, 24)
+    shift[0, 2] = -4.0  # atlas point = grid point - 4 voxels along x: puts the atlas's blob on the scan's
+    raw, measured = [], []
+    for atlas_level, scan_level in ((0.824, 0.838), (0.0, 0.0), (0.5, 0.5)):
+        atlas, scan = blob(10, atlas_level), blob(14, scan_level)
+        raw.append(float(-monai_ncc(atlas, scan)))
+        measured.append(judge.similarity(atlas, scan))
+        aligned = judge.similarity(judge.warp(atlas, shift), scan)
+        assert 0.0 <= measured[-1] < 0.5 < 0.99 < aligned <= 1.0
+        mask = (atlas > atlas_level + 0.05).float()
+        assert judge.compare("align", judge.measure(atlas, scan, mask, torch.zeros_like(shift)),
+                             judge.measure(atlas, scan, mask, shift)).kept
+    assert raw[0] > 1.0 and max(raw) - min(raw) > 0.5  # the flat background decides MONAI's mean
+    assert max(measured) - min(measured) < 0.02  # not the judge's
 
 
 def test_a_registration_network_gone_wrong_falls_back_to_the_affine_start_and_qc_says_so(
