@@ -82,13 +82,13 @@ class FineRefinement:
         objective = RegistrationObjective(self.ncc_kernel, self.smoothness_weight, self.folding_weight).to(self.device)
         ddf = refine_displacement(objective, atlas, scan_fine, initial, self.steps)
         mask = torch.from_numpy(self.atlas_mask)[None, None].to(self.device)
-        judge = StepJudge(self.ncc_kernel).to(self.device)
-        before = judge.measure(atlas, scan_fine, mask, initial)
+        judge = StepJudge(self.ncc_kernel, atlas, scan_fine, mask)
+        before = judge.measure(initial)
         working_on_scan = functools.cache(lambda: scan_folding(working, ddf_zyx))
         shortened = []
         for fraction in STEP_FRACTIONS:
             candidate = initial + fraction * (ddf - initial)
-            check = judge.compare("fine-grid refinement", before, judge.measure(atlas, scan_fine, mask, candidate))
+            check = judge.compare("fine-grid refinement", before, judge.measure(candidate))
             if check.kept:
                 candidate_zyx = candidate[0].float().cpu().numpy()
                 on_scan = scan_folding(self.grid, candidate_zyx) if scan_folding is not None else 0.0

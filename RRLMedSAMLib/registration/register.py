@@ -213,16 +213,16 @@ def checked_registration_on_grid(
     fixed = torch.from_numpy(scan)[None, None].to(device)
     moving = torch.from_numpy(atlas)[None, None].to(device)
     mask = torch.from_numpy(atlas_mask)[None, None].to(device=device, dtype=moving.dtype)
-    judge = StepJudge(preset.ncc_kernel).to(device)
+    judge = StepJudge(preset.ncc_kernel, moving, fixed, mask)
     affine_start = torch.zeros((1, 3, *scan.shape), dtype=moving.dtype, device=device)
-    before = judge.measure(moving, fixed, mask, affine_start)
+    before = judge.measure(affine_start)
     ddf = register_on_grid(network, atlas, scan, preset, device)
-    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(moving, fixed, mask, ddf))]
+    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(ddf))]
     if checks[0].kept:
         return ddf, checks
     objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
     retry = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
-    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(moving, fixed, mask, retry)))
+    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(retry)))
     return (retry if checks[-1].kept else affine_start), checks
 
 

@@ -67,28 +67,35 @@ class FieldMeasure:
     folding: float
 
 
-class StepJudge(torch.nn.Module):
-    """Judges one step on one grid: :meth:`check` compares the field before and after it.
+class StepJudge:
+    """Judges the steps of one registration: fields over one ``(atlas, scan)`` pair on one grid.
 
-    A field judged against several candidates is measured once (:meth:`measure`) and compared
-    with each (:meth:`compare`).
+    ``atlas``, ``scan`` ``(1, 1, D, H, W)`` in [0, 1]; ``mask`` the atlas's labelled region, same
+    shape, 1 inside. The scan's textured voxels (:meth:`similarity`) are found once here. A field
+    judged against several candidates is measured once (:meth:`measure`) and compared with each
+    (:meth:`compare`); :meth:`check` does both for one step.
     """
 
-    def __init__(self, ncc_kernel: int) -> None:
-        super().__init__()
-        self.kernel = ncc_kernel
+    def __init__(self, ncc_kernel: int, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor) -> None:
+        self.atlas, self.scan, self.mask = atlas, scan, mask
         self.ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=ncc_kernel, reduction="none")
         self.warp = SpatialTransformer()
+        pool = {"kernel_size": ncc_kernel, "stride": 1, "padding": ncc_kernel // 2, "count_include_pad": False}
+        with torch.no_grad():
+            mean = torch.nn.functional.avg_pool3d(scan, **pool)
+            variance = torch.nn.functional.avg_pool3d(scan * scan, **pool) - mean * mean
+            textured = variance > TEXTURE_STD**2
+        self.textured = textured if bool(textured.any()) else torch.ones_like(textured)
 
     @torch.no_grad()
-    def measure(self, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor, ddf: torch.Tensor) -> FieldMeasure:
-        """Local NCC of ``atlas`` warped by ``ddf`` and ``scan``, the labelled region ``mask`` (1 inside) warped, folding."""
-        return FieldMeasure(self.similarity(self.warp(atlas, ddf), scan), float(self.warp(mask, ddf).sum()),
+    def measure(self, ddf: torch.Tensor) -> FieldMeasure:
+        """Local NCC of the atlas warped by ``ddf`` and the scan, the labelled region warped (voxels), folding."""
+        return FieldMeasure(self.similarity(self.warp(self.atlas, ddf)), float(self.warp(self.mask, ddf).sum()),
                             folded_cell_fraction(ddf))
 
     @torch.no_grad()
-    def similarity(self, warped: torch.Tensor, scan: torch.Tensor) -> float:
-        """Mean squared local NCC ``(1, 1, D, H, W)`` pair -> [0, 1], over the scan's textured voxels.
+    def similarity(self, warped: torch.Tensor) -> float:
+        """Mean squared local NCC of ``warped`` ``(1, 1, D, H, W)`` and the scan, in [0, 1], over the scan's textured voxels.
 
         MONAI's local NCC divides by variances floored at 1e-5; in windows where the scan is nearly
         flat (air in a CT, a smooth background) that quotient is noise and can exceed 1 by far, which
@@ -96,12 +103,7 @@ class StepJudge(torch.nn.Module):
         :data:`TEXTURE_STD`) are left out, and each voxel's value is clipped to [0, 1]; a scan with
         no textured voxel is measured over all of them.
         """
-        ncc = (-self.ncc(warped, scan)).clamp(0.0, 1.0)
-        pool = {"kernel_size": self.kernel, "stride": 1, "padding": self.kernel // 2, "count_include_pad": False}
-        mean = torch.nn.functional.avg_pool3d(scan, **pool)
-        variance = torch.nn.functional.avg_pool3d(scan * scan, **pool) - mean * mean
-        textured = variance > TEXTURE_STD**2
-        return float(ncc[textured].mean()) if bool(textured.any()) else float(ncc.mean())
+        return float((-self.ncc(warped, self.scan)).clamp(0.0, 1.0)[self.textured].mean())
 
     @staticmethod
     def compare(step: str, before: FieldMeasure, after: FieldMeasure) -> StepCheck:
@@ -116,10 +118,9 @@ class StepJudge(torch.nn.Module):
             reasons.append(f"{100 * after.folding:.2f} % of cells fold")
         return StepCheck(step, before.ncc, after.ncc, ratio, before.folding, after.folding, not reasons, "; ".join(reasons))
 
-    def check(self, step: str, atlas: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor,
-              before: torch.Tensor, after: torch.Tensor) -> StepCheck:
-        """Whether the step from ``before`` to ``after`` is kept, and the measurements that decided it."""
-        return self.compare(step, self.measure(atlas, scan, mask, before), self.measure(atlas, scan, mask, after))
+    def check(self, step: str, before: torch.Tensor, after: torch.Tensor) -> StepCheck:
+        """Whether the step from the field ``before`` to ``after`` is kept, and the measurements that decided it."""
+        return self.compare(step, self.measure(before), self.measure(after))
 
 
 def folds_too_much(after: float, before: float) -> bool:

@@ -61,7 +61,12 @@ class PseudoLabel:
     @property
     def fell_back(self) -> bool:
         """True when the deformable working-grid registration lost to the affine start."""
-        return not self.registration.startswith((REGISTRATION_DEFORMABLE, NOT_RECORDED))
+        return fell_back(self.registration)
+
+
+def fell_back(registration: str) -> bool:
+    """Whether a pseudo label made by ``registration`` (:attr:`PseudoLabel.registration`) came from a fallback."""
+    return not registration.startswith((REGISTRATION_DEFORMABLE, NOT_RECORDED))
 
 
 class PseudoLabeller:
@@ -127,11 +132,21 @@ def load_pseudo_labels(path: Path) -> list[PseudoLabel]:
     """The labels :func:`save_pseudo_labels` wrote; a file without the record says ``"not recorded"``."""
     with safe_open(str(path), framework="numpy") as handle:
         classes = handle.get_tensor("classes")
-        metadata = handle.metadata() or {}
-    registrations = json.loads(metadata.get(REGISTRATION_KEY, "[]")) or [NOT_RECORDED] * len(classes)
+        registrations = _registrations(handle.metadata(), len(classes))
     return [PseudoLabel(value, registration) for value, registration in zip(classes, registrations, strict=True)]
 
 
-def fallback_summary(labels: list[PseudoLabel], scan_names: list[str]) -> dict:
+def pseudo_label_registrations(path: Path) -> list[str]:
+    """What made each label of a pseudo-label file (:attr:`PseudoLabel.registration`), without reading the labels."""
+    with safe_open(str(path), framework="numpy") as handle:
+        return _registrations(handle.metadata(), handle.get_slice("classes").get_shape()[0])
+
+
+def _registrations(metadata: dict[str, str] | None, count: int) -> list[str]:
+    return json.loads((metadata or {}).get(REGISTRATION_KEY, "[]")) or [NOT_RECORDED] * count
+
+
+def fallback_summary(registrations: list[str], scan_names: list[str]) -> dict:
     """The model card's ``pseudo_labels`` entry: how many labels were made, and which fell back and to what."""
-    return {"scans": len(labels), "fell_back": {name: label.registration for name, label in zip(scan_names, labels, strict=True) if label.fell_back}}
+    return {"scans": len(registrations),
+            "fell_back": {name: made for name, made in zip(scan_names, registrations, strict=True) if fell_back(made)}}

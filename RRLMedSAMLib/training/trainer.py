@@ -60,7 +60,7 @@ from RRLMedSAMLib.training.prepare import (
     read_atlas,
     save_prepared,
 )
-from RRLMedSAMLib.training.pseudo_labels import fallback_summary, load_pseudo_labels
+from RRLMedSAMLib.training.pseudo_labels import fallback_summary, pseudo_label_registrations
 from RRLMedSAMLib.training.rank_follower import follow_training
 from RRLMedSAMLib.training.registration_stage import make_registration_step
 from RRLMedSAMLib.training.rrl_stages import train_rrl
@@ -284,7 +284,7 @@ def _train_locked(request: TrainRequest, run: RunFolder, stored: dict | None, ch
     save_weights(run.model, networks, {"config_hash": config_hash(config), "method": method.name})
     card = _model_card(config, networks, device, run) | {"model_sha256": sha256_file(run.model)}
     if run.pseudo_labels.is_file():
-        card["pseudo_labels"] = fallback_summary(load_pseudo_labels(run.pseudo_labels), data.scan_names)
+        card["pseudo_labels"] = fallback_summary(pseudo_label_registrations(run.pseudo_labels), data.scan_names)
     write_json_atomic(run.model_card, card | {
         "volume_calibration": _calibrate_volumes(run, device, progress) if request.volume_calibration
         else {"applied": False, "reason": "not requested (train --volume-calibration off)"}})

@@ -43,3 +43,9 @@ def copy_run_with_preset(run: Path, destination: Path, **changes: object) -> Pat
     config["preset"].update(changes)
     (destination / "config.json").write_text(json.dumps(config))
     return destination
+
+
+def copy_run_with_fine_grid_pass(run: Path, destination: Path, steps: int, **changes: object) -> Path:
+    """A copy of ``run`` refined by the fine-grid NCC pass (48-voxel grid, ``steps`` iterations, MIND stage off), plus ``changes``."""
+    return copy_run_with_preset(run, destination, refinement_steps=0, fine_grid_size=48, fine_grid_steps=steps,
+                                refinement_coarse_steps=2, **changes)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import copy_run_with_preset
+from pipeline_fixtures import copy_run_with_fine_grid_pass, copy_run_with_preset
 
 from RRLMedSAMLib.cli import main
 from RRLMedSAMLib.geometry.deformation import mm_to_voxel_ddf, resample_voxel_ddf, voxel_ddf_to_mm
@@ -93,8 +93,7 @@ def test_a_loaded_run_shortens_the_working_grid_pass_only_when_the_fine_stage_fo
 def test_the_fine_grid_pass_runs_when_the_fine_stage_is_off_and_gives_way_to_it(
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = copy_run_with_preset(tiny_run, tmp_path / "run", refinement_steps=0, fine_grid_size=48, fine_grid_steps=3,
-                               refinement_coarse_steps=2)
+    run = copy_run_with_fine_grid_pass(tiny_run, tmp_path / "run", steps=3)
     registration = open_segmenter(run, torch.device("cpu")).registration
     assert registration is not None and isinstance(registration.refinement, FineRefinement)
     assert registration.refinement.grid.spacing_mm < 0.9 * registration.grid.spacing_mm

@@ -27,6 +27,7 @@ from RRLMedSAMLib.training.pseudo_labels import (
     fallback_summary,
     load_pseudo_labels,
     progress_message,
+    pseudo_label_registrations,
     save_pseudo_labels,
 )
 
@@ -113,10 +114,10 @@ def test_a_pseudo_label_whose_registration_loses_to_the_affine_start_falls_back_
     loaded = load_pseudo_labels(path)
     assert [label.registration for label in loaded] == [broken.registration, sane.registration]
     assert np.array_equal(loaded[0].classes, broken.classes) and np.array_equal(loaded[1].classes, sane.classes)
-    assert fallback_summary(loaded, ["scan_a", "scan_b"]) == {"scans": 2, "fell_back": {"scan_a": broken.registration}}
+    assert fallback_summary(pseudo_label_registrations(path), ["scan_a", "scan_b"]) == {"scans": 2, "fell_back": {"scan_a": broken.registration}}
     old_format = tmp_path / "old.safetensors"  # a file written before the record existed
     save_file({"classes": np.stack([sane.classes])}, str(old_format))
-    assert fallback_summary(load_pseudo_labels(old_format), ["scan_a"]) == {"scans": 1, "fell_back": {}}
+    assert fallback_summary(pseudo_label_registrations(old_format), ["scan_a"]) == {"scans": 1, "fell_back": {}}
 
     card = json.loads((tiny_run / "model_card.json").read_text())  # the finished tiny training recorded its own
     assert card["pseudo_labels"]["scans"] == len(data.scans)

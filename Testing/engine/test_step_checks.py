@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
-from pipeline_fixtures import copy_run_with_preset
+from pipeline_fixtures import copy_run_with_fine_grid_pass, copy_run_with_preset
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
@@ -79,25 +79,25 @@ def test_the_objective_adds_the_folding_term_only_when_weighted() -> None:
 
 def test_the_judge_keeps_a_better_step_and_undoes_worse_implausible_or_folding_ones() -> None:
     atlas, scan, mask = _blob_pair()
-    judge = StepJudge(5)
+    judge = StepJudge(5, atlas, scan, mask)
     start = torch.zeros(1, 3, 24, 24, 24)
     toward = start.clone()
     toward[:, 2] = -2.0  # samples the atlas 2 voxels to the left: the blob moves onto the scan's
-    good = judge.check("good", atlas, scan, mask, start, toward)
+    good = judge.check("good", start, toward)
     assert good.kept and good.ncc_after > good.ncc_before and abs(good.volume_ratio - 1) < 0.05 and good.reason == ""
 
     away = start.clone()
     away[:, 2] = 3.0
-    worse = judge.check("worse", atlas, scan, mask, start, away)
+    worse = judge.check("worse", start, away)
     assert not worse.kept and "similarity fell" in worse.reason
 
     z, y, x = torch.meshgrid(*[torch.arange(24.0)] * 3, indexing="ij")
     shrink = torch.stack([(z - 12) * 3.0, (y - 12) * 3.0, (x - 11) * 3.0])[None]  # samples 4x further out: the blob shrinks
-    small = judge.check("shrink", atlas, atlas, mask, start, shrink)
+    small = StepJudge(5, atlas, atlas, mask).check("shrink", start, shrink)
     assert not small.kept and "labelled volume changed" in small.reason and small.volume_ratio < 1 / 3
 
     noisy = toward + torch.randn(1, 3, 24, 24, 24, generator=torch.Generator().manual_seed(2)) * 3
-    folding = judge.check("folding", atlas, scan, mask, start, noisy)
+    folding = judge.check("folding", start, noisy)
     assert not folding.kept and "fold" in folding.reason and folding.folding_after > 0.005
     assert json.dumps(folding.to_dict())
 
@@ -109,19 +109,18 @@ def test_the_similarity_ignores_flat_backgrounds_where_monai_local_ncc_is_noise(
     def blob(centre_x: float, background: float) -> torch.Tensor:
         return (background + 0.15 * torch.exp(-((z - 12) ** 2 + (y - 12) ** 2 + (x - centre_x) ** 2) / 8.0))[None, None]
 
-    judge, monai_ncc = StepJudge(7), LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
+    monai_ncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=7)
     shift = torch.zeros(1, 3, 24, 24, 24)
     shift[0, 2] = -4.0  # atlas point = grid point - 4 voxels along x: puts the atlas's blob on the scan's
     raw, measured = [], []
     for atlas_level, scan_level in ((0.824, 0.838), (0.0, 0.0), (0.5, 0.5)):
         atlas, scan = blob(10, atlas_level), blob(14, scan_level)
+        judge = StepJudge(7, atlas, scan, (atlas > atlas_level + 0.05).float())
         raw.append(float(-monai_ncc(atlas, scan)))
-        measured.append(judge.similarity(atlas, scan))
-        aligned = judge.similarity(judge.warp(atlas, shift), scan)
+        measured.append(judge.similarity(atlas))
+        aligned = judge.similarity(judge.warp(atlas, shift))
         assert 0.0 <= measured[-1] < 0.5 < 0.99 < aligned <= 1.0
-        mask = (atlas > atlas_level + 0.05).float()
-        assert judge.compare("align", judge.measure(atlas, scan, mask, torch.zeros_like(shift)),
-                             judge.measure(atlas, scan, mask, shift)).kept
+        assert judge.check("align", torch.zeros_like(shift), shift).kept
     assert raw[0] > 1.0 and max(raw) - min(raw) > 0.5  # the flat background decides MONAI's mean
     assert max(measured) - min(measured) < 0.02  # not the judge's
 
@@ -161,9 +160,8 @@ def test_a_folding_fine_grid_pass_is_shortened_or_undone_and_the_default_penalty
     assert default_weight > 0
     results = {}
     for name, steps, folding_weight in (("short", 4, 0.0), ("long", 60, 0.0), ("penalised", 60, default_weight)):
-        run = copy_run_with_preset(tiny_run, tmp_path / f"run-{name}", refinement_steps=0, fine_grid_size=48,
-                                   fine_grid_steps=steps, fine_grid_smoothness_weight=0.0, refinement_coarse_steps=2,
-                                   fine_grid_folding_weight=folding_weight)
+        run = copy_run_with_fine_grid_pass(tiny_run, tmp_path / f"run-{name}", steps, fine_grid_smoothness_weight=0.0,
+                                           fine_grid_folding_weight=folding_weight)
         segmenter = open_segmenter(run, torch.device("cpu"))
         results[name] = json.loads((segment_scan(segmenter, tiny_case["scan_a"], tmp_path / name) / "qc.json").read_text())
 
@@ -184,8 +182,7 @@ def test_the_fine_pass_is_judged_by_folding_on_the_scan_grid_and_its_composed_fi
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
     """The scan-grid measure can reject a step the fine grid's cells accept; the kept field's composition is handed on."""
-    run = copy_run_with_preset(tiny_run, tmp_path / "run", refinement_steps=0, fine_grid_size=48, fine_grid_steps=4,
-                               refinement_coarse_steps=2)
+    run = copy_run_with_fine_grid_pass(tiny_run, tmp_path / "run", steps=4)
     registration = open_segmenter(run, torch.device("cpu")).registration
     assert registration is not None and isinstance(registration.refinement, FineRefinement)
     scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)
