@@ -27,6 +27,7 @@ from pathlib import Path
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.atomic import write_json_atomic, write_text_atomic
 from RRLMedSAMLib.io.volumes import volume_stem
+from RRLMedSAMLib.run.distributed import launch_from_env
 
 COHORT_FOLDER = "cohort"
 COHORT_CSV = "cohort.csv"
@@ -68,19 +69,9 @@ def parse_shard(text: str) -> Shard:
 
 
 def shard_from_environment(env: Mapping[str, str] | None = None) -> Shard | None:
-    """The shard of a process started by ``torchrun`` (``RANK``, ``WORLD_SIZE``); ``None`` outside torchrun."""
-    env = os.environ if env is None else env
-    if "WORLD_SIZE" not in env and "RANK" not in env:
-        return None
-    try:
-        rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise InputError(f"RANK={env.get('RANK')!r} / WORLD_SIZE={env.get('WORLD_SIZE')!r} in the environment are "
-                         "not integers; start the processes with torchrun or unset them.") from None
-    if world < 1 or not 0 <= rank < world:
-        raise InputError(f"RANK={rank} / WORLD_SIZE={world} in the environment are inconsistent; start the processes "
-                         "with torchrun or unset them.")
-    return Shard(rank + 1, world)
+    """The shard of a process started by ``torchrun`` (its rank and world size); ``None`` for a single process."""
+    launch = launch_from_env(env)
+    return None if launch is None else Shard(launch.rank + 1, launch.world_size)
 
 
 def choose_shard(option: str | None, env: Mapping[str, str] | None = None) -> tuple[Shard, bool]:

@@ -87,15 +87,17 @@ def test_bad_shards(text: str) -> None:
 
 def test_shard_from_torchrun_environment_and_option() -> None:
     assert shard_from_environment({}) is None
-    assert shard_from_environment({"RANK": "1", "WORLD_SIZE": "2"}) == Shard(2, 2)
-    assert choose_shard(None, {"RANK": "0", "WORLD_SIZE": "4"}) == (Shard(1, 4), True)
+    assert shard_from_environment({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == Shard(2, 2)
+    assert choose_shard(None, {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}) == (Shard(1, 4), True)
     assert choose_shard("2/3", {}) == (Shard(2, 3), False)
     assert choose_shard("2/3", {"RANK": "0", "WORLD_SIZE": "1"}) == (Shard(2, 3), False)
     assert choose_shard(None, {}) == (Shard(1, 1), False)
     with pytest.raises(InputError, match="cannot be combined"):
-        choose_shard("1/2", {"RANK": "0", "WORLD_SIZE": "2"})
-    with pytest.raises(InputError, match="inconsistent"):
-        shard_from_environment({"RANK": "2", "WORLD_SIZE": "2"})
+        choose_shard("1/2", {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    with pytest.raises(InputError, match="Inconsistent torchrun environment"):
+        shard_from_environment({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    with pytest.raises(InputError, match="LOCAL_RANK is not"):
+        shard_from_environment({"RANK": "1", "WORLD_SIZE": "2"})
 
 
 def test_every_scan_in_exactly_one_shard() -> None:

@@ -137,7 +137,7 @@ def test_a_failing_scan_is_recorded_and_the_cohort_goes_on(
 @pytest.mark.parametrize("extra, env, fragment", [
     (("--shard", "3/2"), {}, "--shard 3/2"),
     (("--shard", "two"), {}, "not of the form K/N"),
-    (("--shard", "1/2"), {"RANK": "0", "WORLD_SIZE": "2"}, "cannot be combined"),
+    (("--shard", "1/2"), {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "cannot be combined"),
     (("--overwrite",), {}, "--overwrite does not apply"),
 ])
 def test_bad_shard_options_write_nothing(
