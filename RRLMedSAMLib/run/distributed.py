@@ -63,11 +63,11 @@ class Launch:
 def _int_env(environ: Mapping[str, str], name: str) -> int:
     value = environ.get(name)
     if value is None:
-        raise InputError(f"WORLD_SIZE is set but {name} is not: launch multi-process training with torchrun.")
+        raise InputError(f"WORLD_SIZE is set but {name} is not: start the processes with torchrun, or unset WORLD_SIZE for one process.")
     try:
         return int(value)
     except ValueError:
-        raise InputError(f"{name}={value!r} is not an integer: launch multi-process training with torchrun.") from None
+        raise InputError(f"{name}={value!r} is not an integer: start the processes with torchrun, or unset WORLD_SIZE for one process.") from None
 
 
 def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
