@@ -60,14 +60,18 @@ class Launch:
     job_id: str = ""
 
 
+#: What to do about a torchrun environment that does not add up.
+_TORCHRUN_HINT = "start the processes with torchrun, or unset WORLD_SIZE for one process."
+
+
 def _int_env(environ: Mapping[str, str], name: str) -> int:
     value = environ.get(name)
     if value is None:
-        raise InputError(f"WORLD_SIZE is set but {name} is not: start the processes with torchrun, or unset WORLD_SIZE for one process.")
+        raise InputError(f"WORLD_SIZE is set but {name} is not: {_TORCHRUN_HINT}")
     try:
         return int(value)
     except ValueError:
-        raise InputError(f"{name}={value!r} is not an integer: start the processes with torchrun, or unset WORLD_SIZE for one process.") from None
+        raise InputError(f"{name}={value!r} is not an integer: {_TORCHRUN_HINT}") from None
 
 
 def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
