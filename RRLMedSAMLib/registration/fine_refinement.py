@@ -12,7 +12,7 @@ Jacobian determinants below 0.1, :func:`RRLMedSAMLib.registration.losses.folding
 region only serves the safety check (:mod:`RRLMedSAMLib.registration.step_checks`): when the
 pass lowers the similarity, changes the labelled volume implausibly or folds (on the finer
 grid's cells, and on the scan's own grid when :func:`~RRLMedSAMLib.registration.register.register`
-passes that measure), a shorter step along the same change is tried (:data:`STEP_FRACTIONS`), and
+passes that measure), a shorter step along the same change is tried (:data:`~RRLMedSAMLib.registration.step_checks.STEP_FRACTIONS`), and
 when none passes the pass is undone.
 It is the default refinement of every user preset; the MIND-SSC fine registration stage
 (:mod:`RRLMedSAMLib.registration.fine_stage`) replaces it when switched on.
@@ -36,15 +36,13 @@ from RRLMedSAMLib.geometry.deformation import resample_voxel_ddf
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, make_working_grid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
-from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, StepJudge, folds_too_much, labelled_region
+from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, STEP_FRACTIONS, StepJudge, folds_too_much, labelled_region
 from RRLMedSAMLib.run.presets import Preset
 
 #: ``scan_folding(grid, ddf_zyx)``: the folded fraction of a field ``(3, D, H, W)`` in ``grid`` voxels, on the scan's grid.
 ScanFolding = Callable[[WorkingGrid, np.ndarray], float]
 #: The refinement grid is used only when its voxels are at most this fraction of the working grid's.
 MIN_RESOLUTION_GAIN = 0.9
-#: Fractions of the optimised change tried in turn until the safety check passes (then the pass is undone).
-STEP_FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, folding_fraction
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
 from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement
@@ -36,6 +35,7 @@ from RRLMedSAMLib.registration.fine_stage import FineStage
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement, refine_registration
 from RRLMedSAMLib.registration.losses import RegistrationObjective
 from RRLMedSAMLib.registration.network import RegistrationNetwork
+from RRLMedSAMLib.registration.scan_folding import SCAN_GRID_STEP, ScanFoldingOfTensor, ScanGridFolding, shorten_until_unfolded
 from RRLMedSAMLib.registration.step_checks import StepCheck, StepJudge, labelled_region
 from RRLMedSAMLib.run.presets import Preset
 
@@ -45,6 +45,8 @@ REGISTRATION_DEFORMABLE = "affine + deformable network + instance optimisation"
 REGISTRATION_AFFINE_FALLBACK = "affine + instance optimisation (the network's registration lost to the affine start)"
 #: ... and when instance optimisation from the affine start lost to it too.
 REGISTRATION_AFFINE_KEPT = "affine (the deformable registration lost to it)"
+#: ... and when every length of the kept step folded too many of the scan's voxels.
+REGISTRATION_AFFINE_UNFOLDED = "affine (the deformable registration folded the scan's voxels at every step length)"
 
 
 def register_on_grid(
@@ -154,59 +156,42 @@ def register(
     """
     if scan_working is None:
         scan_working = normalize_intensity(resample_to_grid(scan, model.grid, start))
+    on_scan = ScanGridFolding(scan, start)
+    # the fine stage and the fine-grid pass judge the final field; without them the working-grid field is final
     ddf, checks = checked_registration_on_grid(model.network, model.atlas_working, model.atlas_mask_working,
-                                               scan_working, model.preset, model.device)
+                                               scan_working, model.preset, model.device,
+                                               on_scan.of_tensor(model.grid) if model.refinement is None else None)
     ddf_zyx = ddf[0].float().cpu().numpy()
     described = describe_working_registration(checks)
     if model.refinement is None:
-        return Field(model.grid, ddf_zyx, described, checks=[check.to_dict() for check in checks])
+        return Field(model.grid, ddf_zyx, described, checks=[check.to_dict() for check in checks],
+                     scan_displacement=on_scan.displacement_of(model.grid, ddf_zyx))
     tick = time.perf_counter()
     if isinstance(model.refinement, FineRefinement):
-        on_scan = ScanGridFolding(scan, start)
         grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx, on_scan)
     else:
-        on_scan = None
         grid, refined, details = model.refinement.register(scan, start, model.grid, ddf_zyx)
     fine_check = details.pop("check", None)
     if fine_check is not None:
         checks.append(fine_check)
     return Field(grid, refined, f"{described} + {model.refinement.describe()}",
                  time.perf_counter() - tick, details, [check.to_dict() for check in checks],
-                 on_scan.displacement_of(refined) if on_scan is not None else None)
-
-
-class ScanGridFolding:
-    """A field's folded fraction where ``qc.json`` reports it: composed onto the scan's own grid.
-
-    Called as ``(grid, ddf_zyx) -> fraction`` (see
-    :func:`RRLMedSAMLib.geometry.deformation.folding_fraction`); keeps the last field it composed,
-    so the caller need not compose the kept one again.
-    """
-
-    def __init__(self, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> None:
-        self.scan, self.atlas_to_scan = scan, atlas_to_scan
-        self._last: tuple[np.ndarray, sitk.Image] | None = None
-
-    def __call__(self, grid: WorkingGrid, ddf_zyx: np.ndarray) -> float:
-        displacement = compose_scan_displacement(self.scan, self.atlas_to_scan, grid, ddf_zyx)
-        self._last = (ddf_zyx, displacement)
-        return folding_fraction(displacement)
-
-    def displacement_of(self, ddf_zyx: np.ndarray) -> sitk.Image | None:
-        """The composed field of ``ddf_zyx`` when it was the last one measured (the same array), else ``None``."""
-        return self._last[1] if self._last is not None and self._last[0] is ddf_zyx else None
+                 on_scan.displacement_of(grid, refined))
 
 
 def checked_registration_on_grid(
     network: RegistrationNetwork, atlas: np.ndarray, atlas_mask: np.ndarray, scan: np.ndarray, preset: Preset,
-    device: torch.device,
+    device: torch.device, on_scan: ScanFoldingOfTensor | None = None,
 ) -> tuple[torch.Tensor, list[StepCheck]]:
     """:func:`register_on_grid` kept only when it beats the affine start; the displacement and the checks made.
 
     ``atlas``, ``scan`` as for :func:`register_on_grid`; ``atlas_mask`` the atlas's labelled region
     on the same grid ``(D, H, W)``, 1 inside (what the volume check warps). When the network's
     registration loses to the affine start (zero displacement), instance optimisation is run again
-    from the affine start; when that loses too, the affine start is returned. Returns the
+    from the affine start; when that loses too, the affine start is returned. ``on_scan``, when
+    given, measures the folding of the scan's own voxels; a kept step that folds more than
+    :data:`~RRLMedSAMLib.registration.step_checks.FOLDING_LIMIT` of them is shortened
+    (:func:`RRLMedSAMLib.registration.scan_folding.shorten_until_unfolded`). Returns the
     displacement ``(1, 3, D, H, W)`` (working-grid voxels) and one
     :class:`~RRLMedSAMLib.registration.step_checks.StepCheck` per step tried.
     """
@@ -218,16 +203,30 @@ def checked_registration_on_grid(
     before = judge.measure(affine_start)
     ddf = register_on_grid(network, atlas, scan, preset, device)
     checks = [judge.compare("deformable registration (working grid)", before, judge.measure(ddf))]
-    if checks[0].kept:
+    if not checks[0].kept:
+        objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+        ddf = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
+        checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(ddf)))
+        if not checks[-1].kept:
+            return affine_start, checks
+    if on_scan is None:
         return ddf, checks
-    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
-    retry = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
-    checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(retry)))
-    return (retry if checks[-1].kept else affine_start), checks
+    ddf, shortened = shorten_until_unfolded(judge, before, ddf, on_scan)
+    return ddf, checks + shortened
 
 
 def describe_working_registration(checks: list[StepCheck]) -> str:
     """``qc.json``'s ``registration`` entry for what :func:`checked_registration_on_grid` kept."""
-    if checks[0].kept:
-        return REGISTRATION_DEFORMABLE
-    return REGISTRATION_AFFINE_FALLBACK if checks[-1].kept else REGISTRATION_AFFINE_KEPT
+    steps = [check for check in checks if not check.step.startswith(SCAN_GRID_STEP)]
+    if steps[0].kept:
+        described = REGISTRATION_DEFORMABLE
+    elif steps[-1].kept:
+        described = REGISTRATION_AFFINE_FALLBACK
+    else:
+        return REGISTRATION_AFFINE_KEPT
+    on_scan = [check for check in checks if check.step.startswith(SCAN_GRID_STEP)]
+    if not on_scan:
+        return described
+    if not on_scan[-1].kept:
+        return REGISTRATION_AFFINE_UNFOLDED
+    return f"{described}, {on_scan[-1].step.removeprefix(SCAN_GRID_STEP + ', ')} ({on_scan[0].reason} at the whole step)"

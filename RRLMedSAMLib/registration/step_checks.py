@@ -36,6 +36,8 @@ from RRLMedSAMLib.registration.spatial_transformer import SpatialTransformer
 PLAUSIBLE_VOLUME_RATIO = 3.0
 #: Largest fraction of folded cells a step may leave (when the field before it folded less).
 FOLDING_LIMIT = 0.005
+#: Fractions of a step tried in turn, the whole step first, until one passes the checks.
+STEP_FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 #: A scan voxel counts in the similarity when the intensity's standard deviation in its NCC window
 #: exceeds this (intensities in [0, 1]); in flatter windows the NCC is numerical noise.
 TEXTURE_STD = 0.01

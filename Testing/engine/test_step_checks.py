@@ -25,7 +25,8 @@ from RRLMedSAMLib.registration.losses import (
     folding_penalty,
     jacobian_determinant_voxels,
 )
-from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, ScanGridFolding, register, register_on_grid
+from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, register, register_on_grid
+from RRLMedSAMLib.registration.scan_folding import ScanGridFolding
 from RRLMedSAMLib.registration.step_checks import StepJudge
 
 
