@@ -29,6 +29,7 @@ import SimpleITK as sitk
 import torch
 
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
+from RRLMedSAMLib.registration.coarse_to_fine import coarse_to_fine_displacement
 from RRLMedSAMLib.registration.fine_plan import plan_fine_stage
 from RRLMedSAMLib.registration.fine_refinement import FineRefinement, plan_fine_refinement
 from RRLMedSAMLib.registration.fine_stage import FineStage
@@ -39,12 +40,17 @@ from RRLMedSAMLib.registration.scan_folding import SCAN_GRID_STEP, ScanFoldingOf
 from RRLMedSAMLib.registration.step_checks import StepCheck, StepJudge, labelled_region
 from RRLMedSAMLib.run.presets import Preset
 
+#: ``qc.json``'s ``registration_checks`` step names of the two working-grid candidates.
+NETWORK_STEP = "deformable registration (working grid)"
+COARSE_STEP = "coarse-to-fine instance optimisation from the affine start"
 #: ``qc.json``'s ``registration`` entry for the working-grid part of :func:`register`.
 REGISTRATION_DEFORMABLE = "affine + deformable network + instance optimisation"
 #: The same when the network's registration lost to the affine start (see :func:`register`).
 REGISTRATION_AFFINE_FALLBACK = "affine + instance optimisation (the network's registration lost to the affine start)"
 #: ... and when instance optimisation from the affine start lost to it too.
 REGISTRATION_AFFINE_KEPT = "affine (the deformable registration lost to it)"
+#: ... and when the coarse-to-fine candidate matched the scan better than the network's registration.
+REGISTRATION_COARSE = "affine + coarse-to-fine instance optimisation (it matched better than the network's registration)"
 #: ... and when every length of the kept step folded too many of the scan's voxels.
 REGISTRATION_AFFINE_UNFOLDED = "affine (the deformable registration folded the scan's voxels at every step length)"
 
@@ -202,9 +208,25 @@ def checked_registration_on_grid(
     affine_start = torch.zeros((1, 3, *scan.shape), dtype=moving.dtype, device=device)
     before = judge.measure(affine_start)
     ddf = register_on_grid(network, atlas, scan, preset, device)
-    checks = [judge.compare("deformable registration (working grid)", before, judge.measure(ddf))]
-    if not checks[0].kept:
-        objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+    network_measure = judge.measure(ddf)
+    checks = [judge.compare(NETWORK_STEP, before, network_measure)]
+    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
+    if preset.coarse_start_levels > 0:
+        # one vector per voxel: without the folding penalty Adam's per-voxel steps fold cells
+        penalised = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight, preset.fine_grid_folding_weight).to(device)
+        candidate = coarse_to_fine_displacement(penalised, moving, fixed, preset.coarse_start_levels,
+                                                preset.instance_optimization_steps)
+        candidate, candidate_measure, check = judge.longest_kept_fraction(COARSE_STEP, before, candidate)
+        if check.kept and checks[0].kept and candidate_measure.ncc <= network_measure.ncc:
+            check = replace(check, kept=False, reason=f"the network's registration matched better ({network_measure.ncc:.4f})")
+        elif check.kept and checks[0].kept:
+            checks[0] = replace(checks[0], kept=False, reason=f"the coarse-to-fine candidate matched better ({candidate_measure.ncc:.4f})")
+        checks.append(check)
+        if check.kept:
+            ddf = candidate
+        elif not checks[0].kept:
+            return affine_start, checks
+    elif not checks[0].kept:
         ddf = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
         checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(ddf)))
         if not checks[-1].kept:
@@ -221,7 +243,7 @@ def describe_working_registration(checks: list[StepCheck]) -> str:
     if steps[0].kept:
         described = REGISTRATION_DEFORMABLE
     elif steps[-1].kept:
-        described = REGISTRATION_AFFINE_FALLBACK
+        described = REGISTRATION_COARSE if steps[-1].step.startswith(COARSE_STEP) else REGISTRATION_AFFINE_FALLBACK
     else:
         return REGISTRATION_AFFINE_KEPT
     on_scan = [check for check in checks if check.step.startswith(SCAN_GRID_STEP)]

@@ -120,6 +120,20 @@ class StepJudge:
             reasons.append(f"{100 * after.folding:.2f} % of cells fold")
         return StepCheck(step, before.ncc, after.ncc, ratio, before.folding, after.folding, not reasons, "; ".join(reasons))
 
+    def longest_kept_fraction(self, step: str, start: FieldMeasure, ddf: torch.Tensor) -> tuple[torch.Tensor, FieldMeasure, StepCheck]:
+        """The longest fraction of the step from the zero field (measured ``start``) to ``ddf`` that is kept.
+
+        Tries :data:`STEP_FRACTIONS` in turn; returns the displacement, its measure and its check
+        (the last fraction's, not kept, when none is).
+        """
+        for fraction in STEP_FRACTIONS:
+            candidate = ddf if fraction == 1.0 else fraction * ddf
+            measured = self.measure(candidate)
+            check = self.compare(step if fraction == 1.0 else f"{step}, {round(100 * fraction)} % of the step", start, measured)
+            if check.kept:
+                break
+        return candidate, measured, check
+
     def check(self, step: str, before: torch.Tensor, after: torch.Tensor) -> StepCheck:
         """Whether the step from the field ``before`` to ``after`` is kept, and the measurements that decided it."""
         return self.compare(step, self.measure(before), self.measure(after))

@@ -64,6 +64,11 @@ class Preset:
         fine_pseudo_labels: training's pseudo labels are made by the whole registration ``segment``
             runs, the fine stage included (:mod:`RRLMedSAMLib.training.pseudo_labels`), instead of
             on the working grid alone; each scan then costs the fine stage's budget once more.
+        coarse_start_levels: coarser levels of an instance optimisation from the affine start
+            (:mod:`RRLMedSAMLib.registration.coarse_to_fine`) run beside the network's
+            registration on the working grid, ``instance_optimization_steps`` on each level and
+            the working grid, with ``fine_grid_folding_weight``'s folding penalty; the candidate
+            that matches the scan better is kept. 0 = off.
     """
 
     name: str
@@ -97,6 +102,7 @@ class Preset:
     fine_grid_ncc_kernel: int = 5
     fine_grid_folding_weight: float = 10.0
     fine_pseudo_labels: bool = False
+    coarse_start_levels: int = 0
 
     @property
     def grid_divisor(self) -> int:
