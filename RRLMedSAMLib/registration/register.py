@@ -194,7 +194,11 @@ def checked_registration_on_grid(
     ``atlas``, ``scan`` as for :func:`register_on_grid`; ``atlas_mask`` the atlas's labelled region
     on the same grid ``(D, H, W)``, 1 inside (what the volume check warps). When the network's
     registration loses to the affine start (zero displacement), instance optimisation is run again
-    from the affine start; when that loses too, the affine start is returned. ``on_scan``, when
+    from the affine start; when that loses too, the affine start is returned. With
+    ``preset.coarse_start_levels`` a coarse-to-fine candidate from the affine start
+    (:mod:`RRLMedSAMLib.registration.coarse_to_fine`) is judged instead of that retry, shortened
+    until it passes the checks, and kept when it matches better than the network's registration
+    (or that lost to the affine start). ``on_scan``, when
     given, measures the folding of the scan's own voxels; a kept step that folds more than
     :data:`~RRLMedSAMLib.registration.step_checks.FOLDING_LIMIT` of them is shortened
     (:func:`RRLMedSAMLib.registration.scan_folding.shorten_until_unfolded`). Returns the
@@ -210,13 +214,13 @@ def checked_registration_on_grid(
     ddf = register_on_grid(network, atlas, scan, preset, device)
     network_measure = judge.measure(ddf)
     checks = [judge.compare(NETWORK_STEP, before, network_measure)]
-    objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
     if preset.coarse_start_levels > 0:
         # one vector per voxel: without the folding penalty Adam's per-voxel steps fold cells
-        penalised = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight, preset.fine_grid_folding_weight).to(device)
-        candidate = coarse_to_fine_displacement(penalised, moving, fixed, preset.coarse_start_levels,
+        objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight, preset.fine_grid_folding_weight).to(device)
+        candidate = coarse_to_fine_displacement(objective, moving, fixed, preset.coarse_start_levels,
                                                 preset.instance_optimization_steps)
-        candidate, candidate_measure, check = judge.longest_kept_fraction(COARSE_STEP, before, candidate)
+        candidate, candidate_measure, tried = judge.longest_kept_fraction(COARSE_STEP, before, candidate)
+        check = tried[-1]
         if check.kept and checks[0].kept and candidate_measure.ncc <= network_measure.ncc:
             check = replace(check, kept=False, reason=f"the network's registration matched better ({network_measure.ncc:.4f})")
         elif check.kept and checks[0].kept:
@@ -227,6 +231,7 @@ def checked_registration_on_grid(
         elif not checks[0].kept:
             return affine_start, checks
     elif not checks[0].kept:
+        objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
         ddf = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
         checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(ddf)))
         if not checks[-1].kept:

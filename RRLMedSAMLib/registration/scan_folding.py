@@ -7,7 +7,7 @@ affine pre-alignment onto the scan's voxels, and differentiated there as
 on one prostate pair 0.07 % of the working grid's cells but 0.52 % of the scan's voxels.
 :class:`ScanGridFolding` measures the latter, and :func:`shorten_until_unfolded` shortens a
 working-grid step (a fraction of its displacement,
-:data:`~RRLMedSAMLib.registration.step_checks.STEP_FRACTIONS`) until at most
+:meth:`~RRLMedSAMLib.registration.step_checks.StepJudge.longest_kept_fraction`) until at most
 :data:`~RRLMedSAMLib.registration.step_checks.FOLDING_LIMIT` of the scan's voxels fold, with the
 similarity still above the affine start's and the volume change still plausible; when no fraction
 passes, the affine start is kept.
@@ -28,7 +28,7 @@ import torch
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, folding_fraction
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
-from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, STEP_FRACTIONS, FieldMeasure, StepCheck, StepJudge
+from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, FieldMeasure, StepCheck, StepJudge
 
 #: ``qc.json``'s ``registration_checks`` step name of the scan-grid check of the working-grid registration.
 SCAN_GRID_STEP = "working-grid registration, folding on the scan's grid"
@@ -75,19 +75,14 @@ def shorten_until_unfolded(
     :data:`~RRLMedSAMLib.registration.step_checks.FOLDING_LIMIT` of the scan's voxels, else one per
     fraction tried, their ``folding_after`` the scan-grid fraction where it was measured.
     """
-    folding = on_scan(ddf)
-    if folding <= FOLDING_LIMIT:
+    whole = on_scan(ddf)
+    if whole <= FOLDING_LIMIT:
         return ddf, []
-    checks = []
-    for fraction in STEP_FRACTIONS:
-        candidate = ddf if fraction == 1.0 else fraction * ddf
-        check = judge.compare(f"{SCAN_GRID_STEP}, {round(100 * fraction)} % of the step", affine_start, judge.measure(candidate))
-        if check.kept:
-            folding = folding if fraction == 1.0 else on_scan(candidate)
-            check = replace(check, folding_before=0.0, folding_after=folding)
-            if folding > FOLDING_LIMIT:
-                check = replace(check, kept=False, reason=f"{100 * folding:.2f} % of the scan's voxels fold")
-        checks.append(check)
-        if check.kept:
-            return candidate, checks
-    return torch.zeros_like(ddf), checks
+
+    def on_the_scan(candidate: torch.Tensor, check: StepCheck) -> StepCheck:
+        folding = whole if candidate is ddf else on_scan(candidate)
+        check = replace(check, folding_before=0.0, folding_after=folding)
+        return check if folding <= FOLDING_LIMIT else replace(check, kept=False, reason=f"{100 * folding:.2f} % of the scan's voxels fold")
+
+    candidate, _, checks = judge.longest_kept_fraction(SCAN_GRID_STEP, affine_start, ddf, on_the_scan)
+    return (candidate if checks[-1].kept else torch.zeros_like(ddf)), checks

@@ -21,6 +21,7 @@ in voxels of the grid, channels ``(dz, dy, dx)``, resampling direction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -58,6 +59,10 @@ class StepCheck:
 
     def to_dict(self) -> dict:
         return {key: round(value, 6) if isinstance(value, float) else value for key, value in asdict(self).items()}
+
+
+#: ``veto(candidate, check) -> check``: a further test of a displacement the checks kept (see :meth:`StepJudge.longest_kept_fraction`).
+Veto = Callable[[torch.Tensor, "StepCheck"], "StepCheck"]
 
 
 @dataclass(frozen=True)
@@ -120,19 +125,28 @@ class StepJudge:
             reasons.append(f"{100 * after.folding:.2f} % of cells fold")
         return StepCheck(step, before.ncc, after.ncc, ratio, before.folding, after.folding, not reasons, "; ".join(reasons))
 
-    def longest_kept_fraction(self, step: str, start: FieldMeasure, ddf: torch.Tensor) -> tuple[torch.Tensor, FieldMeasure, StepCheck]:
+    def longest_kept_fraction(
+        self, step: str, start: FieldMeasure, ddf: torch.Tensor, veto: Veto | None = None
+    ) -> tuple[torch.Tensor, FieldMeasure, list[StepCheck]]:
         """The longest fraction of the step from the zero field (measured ``start``) to ``ddf`` that is kept.
 
-        Tries :data:`STEP_FRACTIONS` in turn; returns the displacement, its measure and its check
-        (the last fraction's, not kept, when none is).
+        Tries :data:`STEP_FRACTIONS` in turn (a check's step name says the fraction when it is not
+        the whole step). ``veto(candidate, check)``, when given, may reject a fraction the checks
+        kept, by returning the check with ``kept=False`` and a reason. Returns the last
+        displacement tried, its measure, and the check of every fraction tried (the last one kept,
+        unless none was).
         """
+        tried = []
         for fraction in STEP_FRACTIONS:
             candidate = ddf if fraction == 1.0 else fraction * ddf
             measured = self.measure(candidate)
             check = self.compare(step if fraction == 1.0 else f"{step}, {round(100 * fraction)} % of the step", start, measured)
+            if check.kept and veto is not None:
+                check = veto(candidate, check)
+            tried.append(check)
             if check.kept:
                 break
-        return candidate, measured, check
+        return candidate, measured, tried
 
     def check(self, step: str, before: torch.Tensor, after: torch.Tensor) -> StepCheck:
         """Whether the step from the field ``before`` to ``after`` is kept, and the measurements that decided it."""

@@ -66,7 +66,7 @@ def test_a_step_that_folds_the_scans_voxels_is_shortened_to_the_longest_fraction
     kept, checks = shorten_until_unfolded(judge, affine_start, step, on_scan.of_tensor(grid))
     assert torch.equal(kept, 0.5 * step)
     assert [check.kept for check in checks] == [False, False, True]
-    assert checks[0].step == f"{SCAN_GRID_STEP}, 100 % of the step" and checks[0].folding_after == whole
+    assert checks[0].step == SCAN_GRID_STEP and checks[0].folding_after == whole
     assert "of the scan's voxels fold" in checks[0].reason and checks[-1].folding_after <= FOLDING_LIMIT
     assert checks[-1].ncc_after > checks[-1].ncc_before  # still better matched than the affine start
     composed = on_scan.displacement_of(grid, kept[0].numpy())  # the kept field's composition is handed on
