@@ -9,7 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_case import engine, make_case, train_args
+
+from RRLMedSAMLib.inference.segment_options import SegmentOptions
+from RRLMedSAMLib.inference.segmenter import Segmenter, open_segmenter
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +47,12 @@ def copy_run_with_preset(run: Path, destination: Path, **changes: object) -> Pat
     config["preset"].update(changes)
     (destination / "config.json").write_text(json.dumps(config))
     return destination
+
+
+def unrefined_segmenter(run: Path, destination: Path, **changes: object) -> Segmenter:
+    """A CPU segmenter of a copy of ``run`` (its preset with ``changes``) whose registration ends on the working grid."""
+    return open_segmenter(copy_run_with_preset(run, destination, **changes), torch.device("cpu"),
+                          SegmentOptions(refinement_steps=0))
 
 
 def copy_run_with_fine_grid_pass(run: Path, destination: Path, steps: int, **changes: object) -> Path:

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import copy_run_with_preset
+from pipeline_fixtures import unrefined_segmenter
 
-from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segment_steps import segment_scan
-from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.registration.coarse_to_fine import coarse_to_fine_displacement, level_shape, resize_displacement
 from RRLMedSAMLib.registration.instance_optimization import refine_displacement
 from RRLMedSAMLib.registration.losses import RegistrationObjective
@@ -54,8 +52,7 @@ def test_coarse_to_fine_reaches_a_shift_that_one_level_of_instance_optimisation_
 def test_the_candidate_that_matches_better_is_kept_and_qc_says_which(
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = copy_run_with_preset(tiny_run, tmp_path / "run", coarse_start_levels=2)
-    segmenter = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0))
+    segmenter = unrefined_segmenter(tiny_run, tmp_path / "run", coarse_start_levels=2)
     registration = segmenter.registration
     assert registration is not None and registration.preset.coarse_start_levels == 2
     sane = json.loads((segment_scan(segmenter, tiny_case["scan_a"], tmp_path / "sane") / "qc.json").read_text())

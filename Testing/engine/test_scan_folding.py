@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import copy_run_with_preset
+from pipeline_fixtures import unrefined_segmenter
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, folding_fraction
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
-from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segment_steps import segment_scan
-from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.registration.register import (
     REGISTRATION_AFFINE_UNFOLDED,
     REGISTRATION_DEFORMABLE,
@@ -91,8 +89,7 @@ def test_a_step_that_folds_the_scans_voxels_is_shortened_to_the_longest_fraction
 def test_without_a_fine_pass_the_working_field_is_judged_on_the_scan_grid_and_its_composition_reused(
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = copy_run_with_preset(tiny_run, tmp_path / "run")
-    segmenter = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0))
+    segmenter = unrefined_segmenter(tiny_run, tmp_path / "run")
     registration = segmenter.registration
     assert registration is not None and registration.refinement is None
     scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)

@@ -9,11 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
-from pipeline_fixtures import copy_run_with_fine_grid_pass, copy_run_with_preset
+from pipeline_fixtures import copy_run_with_fine_grid_pass, unrefined_segmenter
 
 from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
-from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segment_steps import segment_scan
 from RRLMedSAMLib.inference.segmenter import open_segmenter
 from RRLMedSAMLib.registration.fine_refinement import FineRefinement
@@ -129,8 +128,7 @@ def test_the_similarity_ignores_flat_backgrounds_where_monai_local_ncc_is_noise(
 def test_a_registration_network_gone_wrong_falls_back_to_the_affine_start_and_qc_says_so(
     tiny_run: Path, tiny_case: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = copy_run_with_preset(tiny_run, tmp_path / "run")
-    segmenter = open_segmenter(run, torch.device("cpu"), SegmentOptions(refinement_steps=0))
+    segmenter = unrefined_segmenter(tiny_run, tmp_path / "run")
     registration = segmenter.registration
     assert registration is not None
     work = segment_scan(segmenter, tiny_case["scan_a"], tmp_path / "sane")
