@@ -125,6 +125,14 @@ def run_atlas(args: argparse.Namespace, atlas: str, methods: list[str]) -> int:
     return code
 
 
+def ants_settings(methods: list[dict], settings: dict) -> str:
+    """What the summary says of the ANTs peers: their settings, or that none ran."""
+    if not {row["method"] for row in methods} & {"ants-syn", "ants-synquick"}:
+        return "no ANTs method ran"
+    return (f"ants-syn settings `{json.dumps(settings.get('ants'))}` "
+            "(ants-synquick: antspyx's fixed antsRegistrationSyNQuick[s] schedule)")
+
+
 def summary(args: argparse.Namespace, methods: list[dict], structures: list[dict], train_s: dict[str, float],
             settings: dict, pairs: int, problems: list[str]) -> str:
     """``summary.md``: what ran where, the per-method and per-structure tables, and the definitions."""
@@ -138,8 +146,7 @@ def summary(args: argparse.Namespace, methods: list[dict], structures: list[dict
         f"{', '.join(f'`{s}`' for s in args.selection) or 'none'}. They stay unlabelled training scans of the "
         "engine methods, as a user's scans would.",
         f"Reported pairs: {pairs} (atlas -> scan). Preset `{settings.get('preset')}`, device "
-        f"`{settings.get('device')}`, seed {settings.get('seed')}; ants-syn settings `{json.dumps(settings.get('ants'))}` "
-        "(ants-synquick: antspyx's fixed antsRegistrationSyNQuick[s] schedule).",
+        f"`{settings.get('device')}`, seed {settings.get('seed')}; {ants_settings(methods, settings)}.",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM{gpu}; "
         f"torch {machine['torch']}, engine {__version__}.",
     ]

@@ -93,6 +93,13 @@ def _script():
     return module
 
 
+def test_the_summary_names_ants_settings_only_when_an_ants_method_ran() -> None:
+    settings = {"ants": {"type_of_transform": "SyN"}}
+    engine_only = [{"method": "affine"}, {"method": "plain"}]
+    assert _script().ants_settings(engine_only, settings) == "no ANTs method ran"
+    assert '"SyN"' in _script().ants_settings([*engine_only, {"method": "ants-synquick"}], settings)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("atlas_choices_dataset"))
