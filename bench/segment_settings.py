@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from RRLMedSAMLib.data.dataset import list_cases
+from RRLMedSAMLib.data.dataset import Case, list_cases
 from RRLMedSAMLib.errors import InputError
 from RRLMedSAMLib.io.atomic import write_json_atomic, write_text_atomic
 from RRLMedSAMLib.metrics.evaluation import evaluate_case
@@ -49,10 +49,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict]]:
-    """Each atlas's run folder and each setting's preset changes; :class:`InputError` for bad arguments."""
-    cases = {case.name for case in list_cases(args.dataset)}
-    unknown = sorted((set(args.atlases) | set(args.scans)) - cases)
+def check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict], dict[str, Case]]:
+    """Each atlas's run folder, each setting's preset changes and the dataset's cases; :class:`InputError` for bad arguments."""
+    cases = {case.name: case for case in list_cases(args.dataset)}
+    unknown = sorted((set(args.atlases) | set(args.scans)) - set(cases))
     if unknown:
         raise InputError(f"No case {', '.join(unknown)} in {args.dataset}.")
     runs = {atlas: args.runs / f"atlas-{atlas}" / "methods" / "plain" / "run" for atlas in args.atlases}
@@ -67,7 +67,7 @@ def check(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict]]:
         if others:
             raise InputError(f"Setting {name}: {', '.join(others)} is a training setting, not a preset value.")
         settings[name] = changes
-    return runs, settings
+    return runs, settings, cases
 
 
 def segment_with(run: Path, changes: dict, scans: list[Path], work: Path, device: str) -> Path:
@@ -89,11 +89,11 @@ def segment_with(run: Path, changes: dict, scans: list[Path], work: Path, device
     return out
 
 
-def score(dataset: Path, scan: str, result: Path) -> dict:
-    """The warped atlas label's mean Dice on ``scan``, its folding and registration seconds."""
-    truth = sitk.ReadImage(str(next((dataset / "labels").glob(f"{scan}.nii*"))))
+def score(case: Case, result: Path) -> dict:
+    """The warped atlas label's mean Dice on ``case`` (its ``segment`` folder ``result``), folding and registration seconds."""
+    truth = sitk.ReadImage(str(case.label))
     warped = sitk.ReadImage(str(result / "warped_atlas_label.nii.gz"))
-    dice = [value for value in evaluate_case(scan, warped, truth).dice.values() if np.isfinite(value)]
+    dice = [value for value in evaluate_case(case.name, warped, truth).dice.values() if np.isfinite(value)]
     qc = json.loads((result / "qc.json").read_text())
     return {"dice": round(float(np.mean(dice)), 4) if dice else None, "folding": qc["folding_fraction"],
             "registration_s": qc["timings_s"]["registration_s"], "registration": qc["registration"]}
@@ -120,7 +120,7 @@ def summary(results: dict, atlases: list[str], settings: dict[str, dict]) -> str
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        runs, settings = check(args)
+        runs, settings, cases = check(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -129,20 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     failed = False
     for atlas, run in runs.items():
-        scans = [scan for scan in args.scans if scan != atlas]
-        images = [next((args.dataset / "images").glob(f"{scan}.nii*")) for scan in scans]
+        scans = [cases[scan] for scan in args.scans if scan != atlas]
         for name, changes in settings.items():
             key = f"{atlas}/{name}"
             if key in results:
                 continue
             try:
-                out = segment_with(run, changes, images, args.out / "work" / atlas / name, args.device)
+                out = segment_with(run, changes, [case.image for case in scans], args.out / "work" / atlas / name,
+                                   args.device)
             except RuntimeError as error:
                 print(f"[segment-settings] {key}: segment failed:\n{error}", file=sys.stderr)
                 failed = True
                 continue
-            results[key] = {scan: score(args.dataset, scan, out / image.name.split(".nii")[0])
-                            for scan, image in zip(scans, images)}
+            results[key] = {case.name: score(case, out / case.name) for case in scans}
             write_json_atomic(results_path, results)
             mean = np.mean([row["dice"] for row in results[key].values() if row["dice"] is not None])
             print(f"[segment-settings] {key}: mean Dice {mean:.4f}", flush=True)

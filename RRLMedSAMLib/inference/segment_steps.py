@@ -81,10 +81,7 @@ def register_scan(segmenter: Segmenter, work: ScanWork) -> None:
         work.registered_field = Field(model.grid, np.zeros((3, *work.scan_working.shape), dtype=np.float32), REGISTRATION_AFFINE_ONLY)
     if work.registered_field.refinement_s is not None:
         work.timings["fine_registration_s"] = work.registered_field.refinement_s
-    work.displacement = work.registered_field.scan_displacement
-    if work.displacement is None:
-        work.displacement = compose_scan_displacement(work.scan, work.atlas_to_scan, work.registered_field.grid,
-                                                      work.registered_field.ddf)
+    work.displacement = displacement_on_scan(work.registered_field, work.scan, work.atlas_to_scan)
     work.warped_label = warp_atlas_to_scan(model.atlas_label, work.displacement, is_label=True)
     if work.on_registration is not None:
         work.on_registration(1)
@@ -198,9 +195,15 @@ def segment_scan(
 def register_atlas_label(segmenter: Segmenter, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> sitk.Image:
     """The atlas label warped onto ``scan`` by the run's deformable registration from the affine ``atlas_to_scan``."""
     assert segmenter.registration is not None
-    field_ = register(segmenter.registration, scan, atlas_to_scan)
-    displacement = compose_scan_displacement(scan, atlas_to_scan, field_.grid, field_.ddf)
+    displacement = displacement_on_scan(register(segmenter.registration, scan, atlas_to_scan), scan, atlas_to_scan)
     return warp_atlas_to_scan(segmenter.model.atlas_label, displacement, is_label=True)
+
+
+def displacement_on_scan(field_: Field, scan: sitk.Image, atlas_to_scan: sitk.Transform) -> sitk.Image:
+    """``field_`` composed with the affine ``atlas_to_scan`` on the scan's grid; the composition a check already made when there is one."""
+    if field_.scan_displacement is not None:
+        return field_.scan_displacement
+    return compose_scan_displacement(scan, atlas_to_scan, field_.grid, field_.ddf)
 
 
 def _as_labelmap(classes: np.ndarray, label_ids: list[int], scan: sitk.Image) -> sitk.Image:

@@ -212,34 +212,38 @@ def checked_registration_on_grid(
     affine_start = torch.zeros((1, 3, *scan.shape), dtype=moving.dtype, device=device)
     before = judge.measure(affine_start)
     ddf = register_on_grid(network, atlas, scan, preset, device)
-    network_measure = judge.measure(ddf)
-    checks = [judge.compare(NETWORK_STEP, before, network_measure)]
+    checks = [judge.compare(NETWORK_STEP, before, judge.measure(ddf))]
     if preset.coarse_start_levels > 0:
         # one vector per voxel: without the folding penalty Adam's per-voxel steps fold cells
         objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight, preset.fine_grid_folding_weight).to(device)
-        candidate = coarse_to_fine_displacement(objective, moving, fixed, preset.coarse_start_levels,
-                                                preset.instance_optimization_steps)
-        candidate, candidate_measure, tried = judge.longest_kept_fraction(COARSE_STEP, before, candidate)
-        check = tried[-1]
-        if check.kept and checks[0].kept and candidate_measure.ncc <= network_measure.ncc:
-            check = replace(check, kept=False, reason=f"the network's registration matched better ({network_measure.ncc:.4f})")
-        elif check.kept and checks[0].kept:
-            checks[0] = replace(checks[0], kept=False, reason=f"the coarse-to-fine candidate matched better ({candidate_measure.ncc:.4f})")
-        checks.append(check)
-        if check.kept:
+        candidate, tried = judge.longest_kept_fraction(COARSE_STEP, before, coarse_to_fine_displacement(
+            objective, moving, fixed, preset.coarse_start_levels, preset.instance_optimization_steps))
+        checks[0], coarse = keep_the_better(checks[0], tried[-1])
+        checks.append(coarse)
+        if coarse.kept:
             ddf = candidate
-        elif not checks[0].kept:
-            return affine_start, checks
     elif not checks[0].kept:
         objective = RegistrationObjective(preset.ncc_kernel, preset.smoothness_weight).to(device)
         ddf = refine_displacement(objective, moving, fixed, affine_start, preset.instance_optimization_steps)
         checks.append(judge.compare("instance optimisation from the affine start", before, judge.measure(ddf)))
-        if not checks[-1].kept:
-            return affine_start, checks
+    if not any(check.kept for check in checks):
+        return affine_start, checks
     if on_scan is None:
         return ddf, checks
     ddf, shortened = shorten_until_unfolded(judge, before, ddf, on_scan)
     return ddf, checks + shortened
+
+
+def keep_the_better(network: StepCheck, coarse: StepCheck) -> tuple[StepCheck, StepCheck]:
+    """The checks of the network's registration and of the coarse-to-fine candidate, only the better one kept.
+
+    When both passed, the one with the lower similarity (``ncc_after``) is marked not kept, saying why.
+    """
+    if not (network.kept and coarse.kept):
+        return network, coarse
+    if coarse.ncc_after <= network.ncc_after:
+        return network, replace(coarse, kept=False, reason=f"the network's registration matched better ({network.ncc_after:.4f})")
+    return replace(network, kept=False, reason=f"the coarse-to-fine candidate matched better ({coarse.ncc_after:.4f})"), coarse
 
 
 def describe_working_registration(checks: list[StepCheck]) -> str:

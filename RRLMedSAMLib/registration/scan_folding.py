@@ -84,5 +84,5 @@ def shorten_until_unfolded(
         check = replace(check, folding_before=0.0, folding_after=folding)
         return check if folding <= FOLDING_LIMIT else replace(check, kept=False, reason=f"{100 * folding:.2f} % of the scan's voxels fold")
 
-    candidate, _, checks = judge.longest_kept_fraction(SCAN_GRID_STEP, affine_start, ddf, on_the_scan)
+    candidate, checks = judge.longest_kept_fraction(SCAN_GRID_STEP, affine_start, ddf, on_the_scan)
     return (candidate if checks[-1].kept else torch.zeros_like(ddf)), checks

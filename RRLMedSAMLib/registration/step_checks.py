@@ -127,26 +127,26 @@ class StepJudge:
 
     def longest_kept_fraction(
         self, step: str, start: FieldMeasure, ddf: torch.Tensor, veto: Veto | None = None
-    ) -> tuple[torch.Tensor, FieldMeasure, list[StepCheck]]:
+    ) -> tuple[torch.Tensor, list[StepCheck]]:
         """The longest fraction of the step from the zero field (measured ``start``) to ``ddf`` that is kept.
 
         Tries :data:`STEP_FRACTIONS` in turn (a check's step name says the fraction when it is not
         the whole step). ``veto(candidate, check)``, when given, may reject a fraction the checks
         kept, by returning the check with ``kept=False`` and a reason. Returns the last
-        displacement tried, its measure, and the check of every fraction tried (the last one kept,
-        unless none was).
+        displacement tried and the check of every fraction tried (the last one kept, unless none
+        was).
         """
         tried = []
         for fraction in STEP_FRACTIONS:
             candidate = ddf if fraction == 1.0 else fraction * ddf
-            measured = self.measure(candidate)
-            check = self.compare(step if fraction == 1.0 else f"{step}, {round(100 * fraction)} % of the step", start, measured)
+            check = self.compare(step if fraction == 1.0 else f"{step}, {round(100 * fraction)} % of the step", start,
+                                 self.measure(candidate))
             if check.kept and veto is not None:
                 check = veto(candidate, check)
             tried.append(check)
             if check.kept:
                 break
-        return candidate, measured, tried
+        return candidate, tried
 
     def check(self, step: str, before: torch.Tensor, after: torch.Tensor) -> StepCheck:
         """Whether the step from the field ``before`` to ``after`` is kept, and the measurements that decided it."""

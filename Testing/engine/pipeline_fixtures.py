@@ -8,12 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from tiny_case import engine, make_case, train_args
 
+from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
 from RRLMedSAMLib.inference.segment_options import SegmentOptions
 from RRLMedSAMLib.inference.segmenter import Segmenter, open_segmenter
+from RRLMedSAMLib.registration.register import Field, Registration, register
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +57,20 @@ def unrefined_segmenter(run: Path, destination: Path, **changes: object) -> Segm
     """A CPU segmenter of a copy of ``run`` (its preset with ``changes``) whose registration ends on the working grid."""
     return open_segmenter(copy_run_with_preset(run, destination, **changes), torch.device("cpu"),
                           SegmentOptions(refinement_steps=0))
+
+
+def assert_registered_field_reuses_its_composition(registration: Registration, scan_path: Path) -> tuple[sitk.Image, sitk.Transform, Field]:
+    """Register ``scan_path`` from the identity start; the field must hand on its composition onto the scan's grid.
+
+    Returns the scan, the start and the field.
+    """
+    scan = sitk.ReadImage(str(scan_path), sitk.sitkFloat32)
+    start = sitk.Transform(3, sitk.sitkIdentity)
+    field = register(registration, scan, start)
+    assert field.scan_displacement is not None
+    again = compose_scan_displacement(scan, start, field.grid, field.ddf)
+    assert np.allclose(sitk.GetArrayViewFromImage(field.scan_displacement), sitk.GetArrayViewFromImage(again))
+    return scan, start, field
 
 
 def copy_run_with_fine_grid_pass(run: Path, destination: Path, steps: int, **changes: object) -> Path:

@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import unrefined_segmenter
+from pipeline_fixtures import assert_registered_field_reuses_its_composition, unrefined_segmenter
 
-from RRLMedSAMLib.geometry.deformation import compose_scan_displacement, folding_fraction
+from RRLMedSAMLib.geometry.deformation import folding_fraction
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid
 from RRLMedSAMLib.inference.segment_steps import segment_scan
 from RRLMedSAMLib.registration.register import (
     REGISTRATION_AFFINE_UNFOLDED,
     REGISTRATION_DEFORMABLE,
     describe_working_registration,
-    register,
 )
 from RRLMedSAMLib.registration.scan_folding import SCAN_GRID_STEP, ScanGridFolding, shorten_until_unfolded
 from RRLMedSAMLib.registration.step_checks import FOLDING_LIMIT, StepJudge
@@ -92,12 +91,7 @@ def test_without_a_fine_pass_the_working_field_is_judged_on_the_scan_grid_and_it
     segmenter = unrefined_segmenter(tiny_run, tmp_path / "run")
     registration = segmenter.registration
     assert registration is not None and registration.refinement is None
-    scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)
-    start = sitk.Transform(3, sitk.sitkIdentity)
-    field = register(registration, scan, start)
-    assert field.scan_displacement is not None
-    again = compose_scan_displacement(scan, start, field.grid, field.ddf)
-    assert np.allclose(sitk.GetArrayViewFromImage(field.scan_displacement), sitk.GetArrayViewFromImage(again))
+    assert_registered_field_reuses_its_composition(registration, tiny_case["scan_a"])
     qc = json.loads((segment_scan(segmenter, tiny_case["scan_a"], tmp_path / "out") / "qc.json").read_text())
     assert qc["folding_fraction"] <= FOLDING_LIMIT
     assert qc["registration"] == REGISTRATION_DEFORMABLE

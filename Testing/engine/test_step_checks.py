@@ -9,9 +9,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
-from pipeline_fixtures import copy_run_with_fine_grid_pass, unrefined_segmenter
+from pipeline_fixtures import assert_registered_field_reuses_its_composition, copy_run_with_fine_grid_pass, unrefined_segmenter
 
-from RRLMedSAMLib.geometry.deformation import compose_scan_displacement
 from RRLMedSAMLib.geometry.working_grid import WorkingGrid, normalize_intensity, resample_to_grid
 from RRLMedSAMLib.inference.segment_steps import segment_scan
 from RRLMedSAMLib.inference.segmenter import open_segmenter
@@ -24,7 +23,7 @@ from RRLMedSAMLib.registration.losses import (
     folding_penalty,
     jacobian_determinant_voxels,
 )
-from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, register, register_on_grid
+from RRLMedSAMLib.registration.register import REGISTRATION_DEFORMABLE, register_on_grid
 from RRLMedSAMLib.registration.scan_folding import ScanGridFolding
 from RRLMedSAMLib.registration.step_checks import StepJudge
 
@@ -184,12 +183,7 @@ def test_the_fine_pass_is_judged_by_folding_on_the_scan_grid_and_its_composed_fi
     run = copy_run_with_fine_grid_pass(tiny_run, tmp_path / "run", steps=4)
     registration = open_segmenter(run, torch.device("cpu")).registration
     assert registration is not None and isinstance(registration.refinement, FineRefinement)
-    scan = sitk.ReadImage(str(tiny_case["scan_a"]), sitk.sitkFloat32)
-    start = sitk.Transform(3, sitk.sitkIdentity)
-    field = register(registration, scan, start)
-    assert field.scan_displacement is not None
-    again = compose_scan_displacement(scan, start, field.grid, field.ddf)
-    assert np.allclose(sitk.GetArrayViewFromImage(field.scan_displacement), sitk.GetArrayViewFromImage(again))
+    scan, start, _ = assert_registered_field_reuses_its_composition(registration, tiny_case["scan_a"])
 
     measured = ScanGridFolding(scan, start)
     working = register_on_grid(registration.network, registration.atlas_working,
